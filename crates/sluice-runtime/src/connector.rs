@@ -1,0 +1,119 @@
+//! The contract between the runtime and connectors: how a source produces Arrow batches and how a
+//! sink consumes them. Connectors implement these traits; the runtime drives them from timely
+//! operators, one instance per worker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::dead_letter::DeadLetterSink;
+use crate::error::Result;
+
+/// Where one worker sits in the cluster: used by sources and sinks to split their work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerPosition {
+    /// Global index of this worker, in `0..peers`.
+    pub index: usize,
+    /// Total number of workers in all processes.
+    pub peers: usize,
+}
+
+/// One named output stream of a source. Most sources have one output, named `""`; the Nexmark
+/// source has three (`person`, `auction`, `bid`).
+#[derive(Debug, Clone)]
+pub struct SourceOutput {
+    /// Output name; `""` for a source's single default output.
+    pub name: String,
+    /// Schema of every batch emitted on this output.
+    pub schema: SchemaRef,
+}
+
+/// A configured source, shared by all workers; creates one reader per worker.
+pub trait Source: Send + Sync {
+    /// The outputs this source emits, in a fixed order; `SourceBatch::output` indexes this list.
+    fn outputs(&self) -> Vec<SourceOutput>;
+
+    /// Creates the reader for one worker. `used_outputs[i]` says whether output `i` has any
+    /// consumer; a reader may skip producing unused outputs.
+    fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>>;
+}
+
+/// What a worker's source reader gets from the runtime.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// This worker's position.
+    pub worker: WorkerPosition,
+    /// Whether each output (in `Source::outputs` order) has a consumer.
+    pub used_outputs: Vec<bool>,
+    /// Where bad records go, according to the source's `on_error` policy.
+    pub dead_letters: DeadLetterSink,
+    /// Set when the pipeline should stop; readers of unbounded sources end when they see it.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A batch produced by a source reader, for one of the source's outputs.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Index into `Source::outputs`.
+    pub output: usize,
+    /// The records.
+    pub batch: RecordBatch,
+}
+
+/// What a reader reports after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More data may be available right away; poll again soon.
+    Ready,
+    /// Nothing available now; poll again after the given delay (e.g. rate limit, follow mode).
+    Idle(Duration),
+    /// The source is exhausted on this worker; it will never produce again.
+    Finished,
+}
+
+/// Produces batches for one worker. Called from a timely operator; must not block for long.
+pub trait SourceReader {
+    /// Appends up to roughly `max_rows` rows, as one or more batches, to `out`, and says whether
+    /// more may come. Errors are fatal for the pipeline (bad records are not errors: they go to
+    /// the dead-letter sink in the context, per the source's policy).
+    fn poll(&mut self, max_rows: usize, out: &mut Vec<SourceBatch>) -> Result<SourceStatus>;
+}
+
+/// A configured sink, shared by all workers; creates one writer per worker.
+pub trait Sink: Send + Sync {
+    /// Creates the writer for one worker; `schema` is the schema of the batches it will receive.
+    fn open(&self, context: SinkContext) -> Result<Box<dyn SinkWriter>>;
+}
+
+/// What a worker's sink writer gets from the runtime.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// This worker's position.
+    pub worker: WorkerPosition,
+    /// Schema of the batches the writer receives.
+    pub schema: SchemaRef,
+}
+
+/// Consumes batches on one worker.
+pub trait SinkWriter {
+    /// Writes (or buffers) one batch.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Called when every record of epochs before `epoch` has been written: a point at which the
+    /// writer may make buffered output durable and visible. Default: nothing.
+    fn epoch_complete(&mut self, _epoch: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once after the last batch: flush and commit everything.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// A resolved path for files a connector writes beside others, e.g. `part-00003.jsonl`.
+pub fn part_file_name(worker: WorkerPosition, extension: &str) -> PathBuf {
+    PathBuf::from(format!("part-{:05}.{extension}", worker.index))
+}

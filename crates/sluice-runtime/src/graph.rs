@@ -1,0 +1,90 @@
+//! The runnable shape of a pipeline: nodes with their connectors or processors, wired by
+//! stream references. Built from a spec by the caller; executed by [`crate::execute`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+
+use crate::connector::{Sink, Source};
+use crate::dead_letter::OnError;
+use crate::processor::{KeyHasher, Processor};
+
+/// One output of one node: what an input refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    /// Index of the producing node in [`PipelineGraph::nodes`].
+    pub node: usize,
+    /// Index of the output of that node (always 0 except for multi-output sources).
+    pub output: usize,
+}
+
+/// What a node does.
+pub enum NodeKind {
+    /// Reads records from outside.
+    Source {
+        /// The configured source.
+        source: Arc<dyn Source>,
+        /// What to do with records it cannot decode.
+        on_error: OnError,
+    },
+    /// Transforms records.
+    Processor {
+        /// A configured processor, cloned onto each worker.
+        processor: Mutex<Box<dyn Processor>>,
+        /// When set, input records are exchanged between workers by the hash of this key.
+        key_by: Option<Arc<dyn KeyHasher>>,
+    },
+    /// Writes records outside.
+    Sink {
+        /// The configured sink.
+        sink: Arc<dyn Sink>,
+        /// Schema of the records it receives.
+        schema: SchemaRef,
+    },
+}
+
+/// A pipeline node.
+pub struct GraphNode {
+    /// Unique name from the spec.
+    pub name: String,
+    /// Streams this node reads; every one refers to an earlier node.
+    pub inputs: Vec<StreamRef>,
+    /// What the node does.
+    pub kind: NodeKind,
+}
+
+/// A pipeline ready to run: nodes in topological order.
+pub struct PipelineGraph {
+    /// Pipeline name.
+    pub name: String,
+    /// Wall-clock length of an epoch: records produced in one epoch share a timely timestamp.
+    pub epoch: Duration,
+    /// Directory for dead letters; each source writes under `<dir>/<source>/`.
+    pub dead_letter_dir: PathBuf,
+    /// The nodes, each after all nodes it reads from.
+    pub nodes: Vec<GraphNode>,
+}
+
+impl PipelineGraph {
+    /// Whether any node reads `stream`.
+    pub fn is_consumed(&self, stream: StreamRef) -> bool {
+        self.nodes.iter().any(|node| node.inputs.contains(&stream))
+    }
+
+    /// Checks the invariant that inputs refer to earlier nodes and existing outputs.
+    pub fn check(&self) -> crate::Result<()> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            for input in &node.inputs {
+                if input.node >= index {
+                    return Err(crate::Error::internal(format!(
+                        "node {} reads node {} which is not before it",
+                        node.name, input.node
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}

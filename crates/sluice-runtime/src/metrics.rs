@@ -1,0 +1,158 @@
+//! Per-operator metrics: records and bytes in and out, batches, busy time. One registry per
+//! process, shared by all its workers; counters are relaxed atomics updated once per batch.
+//! Later issues export these; today `sluice run` prints them as a summary table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What kind of node an operator implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Produces records from outside.
+    Source,
+    /// Transforms records.
+    Processor,
+    /// Sends records outside.
+    Sink,
+}
+
+impl NodeRole {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Source => "source",
+            NodeRole::Processor => "processor",
+            NodeRole::Sink => "sink",
+        }
+    }
+}
+
+/// Counters of one pipeline node, summed over this process's workers.
+#[derive(Debug)]
+pub struct OperatorMetrics {
+    /// Node name from the spec.
+    pub name: String,
+    /// Node role.
+    pub role: NodeRole,
+    /// Records received.
+    pub records_in: AtomicU64,
+    /// Records emitted.
+    pub records_out: AtomicU64,
+    /// Arrow memory size of batches received.
+    pub bytes_in: AtomicU64,
+    /// Arrow memory size of batches emitted.
+    pub bytes_out: AtomicU64,
+    /// Batches received.
+    pub batches_in: AtomicU64,
+    /// Time spent inside the operator's logic, in nanoseconds, over all workers.
+    pub busy_nanos: AtomicU64,
+}
+
+impl OperatorMetrics {
+    fn new(name: &str, role: NodeRole) -> Self {
+        Self {
+            name: name.to_owned(),
+            role,
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            batches_in: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a received batch of `rows` rows and `bytes` bytes.
+    pub fn record_in(&self, rows: usize, bytes: usize) {
+        self.records_in.fetch_add(rows as u64, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.batches_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an emitted batch.
+    pub fn record_out(&self, rows: usize, bytes: usize) {
+        self.records_out.fetch_add(rows as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Adds busy time measured from `start` until now.
+    pub fn busy_since(&self, start: Instant) {
+        self.busy_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A point-in-time copy of the counters.
+    pub fn snapshot(&self) -> OperatorSnapshot {
+        OperatorSnapshot {
+            name: self.name.clone(),
+            role: self.role,
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A copy of one operator's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    /// Node name.
+    pub name: String,
+    /// Node role.
+    pub role: NodeRole,
+    /// Records received.
+    pub records_in: u64,
+    /// Records emitted.
+    pub records_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes emitted.
+    pub bytes_out: u64,
+    /// Busy time over all workers.
+    pub busy: Duration,
+}
+
+/// All operators' metrics of one process, in pipeline order.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsRegistry {
+    operators: Vec<Arc<OperatorMetrics>>,
+}
+
+impl MetricsRegistry {
+    /// Registers a node and returns its counters.
+    pub fn register(&mut self, name: &str, role: NodeRole) -> Arc<OperatorMetrics> {
+        let metrics = Arc::new(OperatorMetrics::new(name, role));
+        self.operators.push(metrics.clone());
+        metrics
+    }
+
+    /// Counters of the node named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<OperatorMetrics>> {
+        self.operators.iter().find(|m| m.name == name)
+    }
+
+    /// Snapshots of every operator, in registration order.
+    pub fn snapshot(&self) -> Vec<OperatorSnapshot> {
+        self.operators.iter().map(|m| m.snapshot()).collect()
+    }
+
+    /// Records emitted by all sources so far.
+    pub fn source_records(&self) -> u64 {
+        self.total(NodeRole::Source, |m| &m.records_out)
+    }
+
+    /// Records received by all sinks so far.
+    pub fn sink_records(&self) -> u64 {
+        self.total(NodeRole::Sink, |m| &m.records_in)
+    }
+
+    fn total(&self, role: NodeRole, counter: impl Fn(&OperatorMetrics) -> &AtomicU64) -> u64 {
+        self.operators
+            .iter()
+            .filter(|m| m.role == role)
+            .map(|m| counter(m).load(Ordering::Relaxed))
+            .sum()
+    }
+}

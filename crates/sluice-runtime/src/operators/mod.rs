@@ -1,0 +1,44 @@
+//! The timely operators behind pipeline nodes, one file per operator. These are the only place
+//! that touches timely's operator API.
+
+pub(crate) mod key_by;
+pub(crate) mod process;
+pub(crate) mod sink;
+pub(crate) mod source;
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+
+/// The first failure of a run, shared by all workers of a process; later failures are dropped
+/// (they are usually consequences of the first).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Failure {
+    first: Arc<Mutex<Option<Error>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Failure {
+    pub(crate) fn new(stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { first: Arc::default(), stop }
+    }
+
+    /// Records `error` for node `node` and asks every source to stop.
+    pub(crate) fn record(&self, node: &str, error: Error) {
+        tracing::error!(node, error = %error.report(), "pipeline node failed");
+        if let Ok(mut first) = self.first.lock()
+            && first.is_none()
+        {
+            *first = Some(error.context(format!("node \"{node}\"")));
+        }
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.first.lock().map(|first| first.is_some()).unwrap_or(true)
+    }
+
+    pub(crate) fn take(&self) -> Option<Error> {
+        self.first.lock().ok().and_then(|mut first| first.take())
+    }
+}

@@ -1,0 +1,30 @@
+//! The pipeline spec: the YAML model users write, parsed and checked for structure.
+//!
+//! Owns: the spec types, YAML parsing with every error reported at once, structural validation
+//! (unknown keys, dangling inputs, cycles), and [`Diagnostic`], the one error report type every
+//! validation step uses. Checks that need a connector or SQL live with those, and report
+//! through [`Diagnostic`] too.
+//!
+//! May depend on: serde and a YAML parser only; no Arrow, no runtime.
+//!
+//! Entry point: [`parse`] turns YAML text into a [`Pipeline`] or the full list of
+//! [`Diagnostic`]s. Modules:
+//! - `model`: the spec types ([`Pipeline`], [`SourceSpec`], [`ProcessorSpec`], [`SinkSpec`], ...);
+//! - [`data_type`]: [`DataType`], the column types a source's `schema` may name;
+//! - `parse`: the YAML walk that reports every problem at once;
+//! - `graph`: dependency order and cycles among processors (pure functions over names);
+//! - [`diagnostic`]: the error report type.
+
+pub mod data_type;
+pub mod diagnostic;
+mod graph;
+mod model;
+mod parse;
+
+pub use data_type::DataType;
+pub use diagnostic::{Diagnostic, Location, closest};
+pub use model::{
+    DEFAULT_EPOCH_MS, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, NodeKind, OnErrorSpec,
+    Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
+};
+pub use parse::parse;

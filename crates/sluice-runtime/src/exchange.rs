@@ -108,7 +108,7 @@ mod tests {
                 seen.push(value);
                 assert_eq!(*owner.entry(value).or_insert(part.destination()), part.destination());
             }
-            assert!(column.len() > 0);
+            assert!(!column.is_empty());
         }
         seen.sort();
         let mut expected = keys;

@@ -249,17 +249,17 @@ fn build<'scope>(
                         continue;
                     }
                 };
-                let stream = match key {
-                    Some(hasher) => {
-                        let keyed = inputs
-                            .into_iter()
-                            .map(|input| {
-                                key_by::key_by(input, &node.name, hasher.clone(), metrics.clone(), failure.clone())
-                            })
-                            .collect();
-                        process::process(scope, &node.name, keyed, keyed_pact, instance, metrics, failure)
-                    }
-                    None => process::process(scope, &node.name, inputs, || Pipeline, instance, metrics, failure),
+                let stream = if key.is_empty() {
+                    process::process(scope, &node.name, inputs, || Pipeline, instance, metrics, failure)
+                } else {
+                    let keyed = inputs
+                        .into_iter()
+                        .zip(key)
+                        .map(|(input, hasher)| {
+                            key_by::key_by(input, &node.name, hasher.clone(), metrics.clone(), failure.clone())
+                        })
+                        .collect();
+                    process::process(scope, &node.name, keyed, keyed_pact, instance, metrics, failure)
                 };
                 streams.insert(StreamRef { node: index, output: 0 }, stream);
             }

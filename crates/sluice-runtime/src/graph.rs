@@ -33,8 +33,10 @@ pub enum NodeKind {
     Processor {
         /// A configured processor, cloned onto each worker.
         processor: Mutex<Box<dyn Processor>>,
-        /// When set, input records are exchanged between workers by the hash of this key.
-        key_by: Option<Arc<dyn KeyHasher>>,
+        /// Empty: inputs stay on their worker. Otherwise one key per input (the same key
+        /// expression compiled against each input's schema): records are exchanged between
+        /// workers by the hash of their key.
+        key_by: Vec<Arc<dyn KeyHasher>>,
     },
     /// Writes records outside.
     Sink {

@@ -161,7 +161,7 @@ fn graph(count: Option<i64>, fail_on: Option<i64>, keyed: bool) -> Built {
             inputs: vec![StreamRef { node: 0, output: 0 }],
             kind: NodeKind::Processor {
                 processor: Mutex::new(Box::new(processor)),
-                key_by: keyed.then(|| Arc::new(ModTen) as Arc<dyn KeyHasher>),
+                key_by: if keyed { vec![Arc::new(ModTen) as Arc<dyn KeyHasher>] } else { vec![] },
             },
         },
         GraphNode {

@@ -27,4 +27,4 @@ pub use model::{
     DEFAULT_EPOCH_MS, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, NodeKind, OnErrorSpec,
     Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
 };
-pub use parse::parse;
+pub use parse::{parse, parse_partial};

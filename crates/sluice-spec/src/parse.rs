@@ -44,23 +44,33 @@ const SINK_KEYS: &[&str] = &["name", "connector", "inputs", "options"];
 /// after all nodes, and cycles among processors come last. A YAML syntax error is reported
 /// alone, with an empty path and the line and column of the error.
 pub fn parse(yaml: &str) -> Result<Pipeline, Vec<Diagnostic>> {
-    let mut document: Value =
-        serde_yaml::from_str(yaml).map_err(|error| vec![syntax_error(&error)])?;
-    // `<<: *defaults` merge keys, so shared node settings can be written once.
-    document
-        .apply_merge()
-        .map_err(|error| vec![syntax_error(&error)])?;
-    let mut reader = Reader::new(&document);
-    let pipeline = reader.pipeline(&document);
-    reader.cycles();
-    match pipeline {
-        Some(pipeline) if reader.diagnostics.is_empty() => Ok(pipeline),
-        _ if !reader.diagnostics.is_empty() => Err(reader.diagnostics),
+    match parse_partial(yaml) {
+        (Some(pipeline), diagnostics) if diagnostics.is_empty() => Ok(pipeline),
+        (_, diagnostics) if !diagnostics.is_empty() => Err(diagnostics),
         _ => Err(vec![Diagnostic::new(
             "",
             "internal error: the spec was rejected without a reason",
         )]),
     }
+}
+
+/// Like [`parse`], but also returns the part of the pipeline that could be read despite the
+/// problems: nodes with a problem of their own are left out, the rest are kept. Validation uses
+/// it to check connectors and SQL of the sound nodes in the same pass, so every problem is
+/// reported at once. A pipeline returned with diagnostics must not be run.
+pub fn parse_partial(yaml: &str) -> (Option<Pipeline>, Vec<Diagnostic>) {
+    let mut document: Value = match serde_yaml::from_str(yaml) {
+        Ok(document) => document,
+        Err(error) => return (None, vec![syntax_error(&error)]),
+    };
+    // `<<: *defaults` merge keys, so shared node settings can be written once.
+    if let Err(error) = document.apply_merge() {
+        return (None, vec![syntax_error(&error)]);
+    }
+    let mut reader = Reader::new(&document);
+    let pipeline = reader.pipeline(&document);
+    reader.cycles();
+    (pipeline, reader.diagnostics)
 }
 
 fn syntax_error(error: &serde_yaml::Error) -> Diagnostic {
@@ -159,10 +169,12 @@ impl<'v> Reader<'v> {
                 ));
             }
         }
-        if self.diagnostics.len() > before {
-            return None;
-        }
-        let name: String = name?;
+        // With problems, keep what was read (for `parse_partial`); a name is still needed.
+        let name: String = match name {
+            Some(name) => name,
+            None if self.diagnostics.len() > before => String::new(),
+            None => return None,
+        };
         let dead_letter = DeadLetterSpec {
             path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")),
         };

@@ -992,3 +992,39 @@ mod yaml_syntax {
         );
     }
 }
+
+mod partial {
+    use sluice_spec::parse_partial;
+
+    #[test]
+    fn keeps_sound_nodes_and_reports_the_rest() {
+        let yaml = r#"
+name: partial
+sources:
+  - {name: a, connector: datagen}
+  - {name: b, connectr: datagen}
+processors:
+  - {name: p, inputs: [a], sql: "SELECT 1"}
+  - {name: q, inputs: [zz], sql: "SELECT 1"}
+sinks:
+  - {name: out, connector: stdout, inputs: [p]}
+"#;
+        let (pipeline, diagnostics) = parse_partial(yaml);
+        let pipeline = pipeline.expect("the sound part is returned");
+        let sources: Vec<&str> = pipeline.sources.iter().map(|s| s.name.as_str()).collect();
+        let processors: Vec<&str> = pipeline.processors.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(sources, ["a"]);
+        assert_eq!(processors, ["p"]);
+        assert_eq!(pipeline.sinks.len(), 1);
+        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            [
+                "sources[1].connectr: unknown key \"connectr\"; did you mean \"connector\"?",
+                "sources[1]: missing required key \"connector\"",
+                "processors[1].inputs[0]: unknown input \"zz\"",
+            ]
+        );
+        assert!(sluice_spec::parse(yaml).is_err(), "parse still rejects it");
+    }
+}

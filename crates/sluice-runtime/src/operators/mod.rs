@@ -25,7 +25,7 @@ impl Failure {
 
     /// Records `error` for node `node` and asks every source to stop.
     pub(crate) fn record(&self, node: &str, error: Error) {
-        tracing::error!(node, error = %error.report(), "pipeline node failed");
+        tracing::debug!(node, error = %error.report(), "pipeline node failed");
         if let Ok(mut first) = self.first.lock()
             && first.is_none()
         {

@@ -119,10 +119,7 @@ fn decode(body: &[u8]) -> RecordBatch {
     // The bytes were produced by `encode` in a peer process of the same build.
     let mut reader = StreamReader::try_new(Cursor::new(body), None)
         .expect("invariant: peer sent a valid arrow IPC stream");
-    reader
-        .next()
-        .expect("invariant: peer sent one batch")
-        .expect("invariant: peer sent a decodable batch")
+    reader.next().expect("invariant: peer sent one batch").expect("invariant: peer sent a decodable batch")
 }
 
 #[cfg(test)]

@@ -66,14 +66,7 @@ impl DeadLetterSink {
         path: PathBuf,
         counts: Arc<DeadLetterCounts>,
     ) -> Self {
-        Self {
-            pipeline: pipeline.into(),
-            source: source.into(),
-            policy,
-            path,
-            file: None,
-            counts,
-        }
+        Self { pipeline: pipeline.into(), source: source.into(), policy, path, file: None, counts }
     }
 
     /// The policy this sink applies.
@@ -133,8 +126,7 @@ impl DeadLetterSink {
         let mut file = file.lock().map_err(|_| Error::internal("dead-letter lock poisoned"))?;
         serde_json::to_writer(&mut *file, &line)
             .map_err(|e| Error::external(format!("writing {}", self.path.display()), e))?;
-        file.write_all(b"\n")
-            .map_err(|e| Error::external(format!("writing {}", self.path.display()), e))
+        file.write_all(b"\n").map_err(|e| Error::external(format!("writing {}", self.path.display()), e))
     }
 }
 

@@ -96,14 +96,14 @@ mod tests {
     fn split_keeps_every_row_once_and_equal_hashes_together() {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
         let keys: Vec<i64> = (0..1000).map(|i| i % 37).collect();
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.clone()))]).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.clone()))]).unwrap();
         let hashes: Vec<u64> = keys.iter().map(|k| (*k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
         let parts = split_by_hash(&batch, &hashes, 3).unwrap();
         let mut seen = Vec::new();
         let mut owner = std::collections::HashMap::new();
         for part in &parts {
-            let column = part.records().unwrap().column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+            let column =
+                part.records().unwrap().column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
             for value in column.iter().flatten() {
                 seen.push(value);
                 assert_eq!(*owner.entry(value).or_insert(part.destination()), part.destination());

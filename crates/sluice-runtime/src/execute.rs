@@ -207,10 +207,8 @@ fn build<'scope>(
                 let used_outputs = (0..outputs.len())
                     .map(|output| graph.is_consumed(StreamRef { node: index, output }))
                     .collect();
-                let dead_letter_path = graph
-                    .dead_letter_dir
-                    .join(&node.name)
-                    .join(format!("part-{:05}.jsonl", position.index));
+                let dead_letter_path =
+                    graph.dead_letter_dir.join(&node.name).join(format!("part-{:05}.jsonl", position.index));
                 let context = SourceContext {
                     worker: position,
                     used_outputs,
@@ -224,10 +222,7 @@ fn build<'scope>(
                     stop: shared.stop.clone(),
                 };
                 source_index += 1;
-                let reader = connector
-                    .open(context)
-                    .map_err(|error| failure.record(&node.name, error))
-                    .ok();
+                let reader = connector.open(context).map_err(|error| failure.record(&node.name, error)).ok();
                 let built = source::source(
                     scope,
                     &node.name,
@@ -256,7 +251,13 @@ fn build<'scope>(
                         .into_iter()
                         .zip(key)
                         .map(|(input, hasher)| {
-                            key_by::key_by(input, &node.name, hasher.clone(), metrics.clone(), failure.clone())
+                            key_by::key_by(
+                                input,
+                                &node.name,
+                                hasher.clone(),
+                                metrics.clone(),
+                                failure.clone(),
+                            )
                         })
                         .collect();
                     process::process(scope, &node.name, keyed, keyed_pact, instance, metrics, failure)

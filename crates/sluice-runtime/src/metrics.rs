@@ -149,10 +149,6 @@ impl MetricsRegistry {
     }
 
     fn total(&self, role: NodeRole, counter: impl Fn(&OperatorMetrics) -> &AtomicU64) -> u64 {
-        self.operators
-            .iter()
-            .filter(|m| m.role == role)
-            .map(|m| counter(m).load(Ordering::Relaxed))
-            .sum()
+        self.operators.iter().filter(|m| m.role == role).map(|m| counter(m).load(Ordering::Relaxed)).sum()
     }
 }

@@ -109,7 +109,9 @@ impl KeyHasher for ModTen {
     fn hash_rows(&self, batch: &RecordBatch, hashes: &mut Vec<u64>) -> Result<()> {
         let values = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("int64 column");
         hashes.clear();
-        hashes.extend(values.iter().map(|v| ((v.unwrap_or(0) % 10) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        hashes.extend(
+            values.iter().map(|v| ((v.unwrap_or(0) % 10) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
         Ok(())
     }
 }
@@ -211,7 +213,10 @@ fn keyed_exchange_puts_each_key_on_one_worker() {
     let built = graph(Some(20_000), None, true);
     let runtime = Runtime::new(built.graph).unwrap();
     runtime.run(&options(3)).unwrap();
-    assert_eq!(sorted(built.sink.rows.lock().unwrap().clone()), (0..20_000).map(|n| n * 2).collect::<Vec<_>>());
+    assert_eq!(
+        sorted(built.sink.rows.lock().unwrap().clone()),
+        (0..20_000).map(|n| n * 2).collect::<Vec<_>>()
+    );
     let seen = built.seen.lock().unwrap();
     let mut owner = std::collections::HashMap::new();
     for (value, thread) in seen.iter() {
@@ -248,4 +253,3 @@ fn stop_ends_an_unbounded_pipeline_and_flushes_sinks() {
     let source = report.operators.iter().find(|o| o.name == "numbers").unwrap();
     assert_eq!(source.records_out, rows, "everything produced before the stop reaches the sink");
 }
-

@@ -139,8 +139,7 @@ fn parse_type(text: &str) -> Result<DataType, Diagnostic> {
                 .suggest("write e.g. decimal(10, 2)"))
         }
         None if text == "list" => {
-            Err(Diagnostic::new("", "list needs an element type")
-                .suggest("write e.g. list<string>"))
+            Err(Diagnostic::new("", "list needs an element type").suggest("write e.g. list<string>"))
         }
         None => Err(unknown_type(text, text)),
     }
@@ -157,8 +156,9 @@ fn parse_decimal(text: &str, args: &str) -> Result<DataType, Diagnostic> {
     let invalid = |why: String| Diagnostic::new("", format!("invalid type \"{text}\": {why}"));
     let parts: Vec<&str> = args.split(',').map(str::trim).collect();
     let [precision, scale] = parts[..] else {
-        return Err(invalid("decimal takes a precision and a scale".into())
-            .suggest("write e.g. decimal(10, 2)"));
+        return Err(
+            invalid("decimal takes a precision and a scale".into()).suggest("write e.g. decimal(10, 2)")
+        );
     };
     let max = MAX_DECIMAL_PRECISION;
     let precision = match precision.parse::<u8>() {
@@ -168,9 +168,7 @@ fn parse_decimal(text: &str, args: &str) -> Result<DataType, Diagnostic> {
     let scale = match scale.parse::<u8>() {
         Ok(s) if s <= precision => s,
         _ => {
-            return Err(invalid(format!(
-                "scale must be between 0 and the precision ({precision})"
-            )));
+            return Err(invalid(format!("scale must be between 0 and the precision ({precision})")));
         }
     };
     // `scale <= precision <= 38`, so it fits in an i8.
@@ -179,10 +177,8 @@ fn parse_decimal(text: &str, args: &str) -> Result<DataType, Diagnostic> {
 }
 
 fn unknown_type(text: &str, name: &str) -> Diagnostic {
-    let spellings = SIMPLE_TYPES
-        .iter()
-        .map(|(spelling, _)| *spelling)
-        .chain(PARAMETERIZED_TYPES.iter().copied());
+    let spellings =
+        SIMPLE_TYPES.iter().map(|(spelling, _)| *spelling).chain(PARAMETERIZED_TYPES.iter().copied());
     let diagnostic = Diagnostic::new("", format!("unknown type \"{text}\""));
     let suggested = diagnostic.clone().suggest_closest(name, spellings);
     if suggested.suggestion.is_some() {
@@ -241,36 +237,15 @@ mod tests {
 
     #[test]
     fn parameterized_types_display_canonically() {
-        assert_eq!(
-            parse("DECIMAL(10,2)").unwrap().to_string(),
-            "decimal(10, 2)"
-        );
-        assert_eq!(
-            parse(" List < Decimal( 5 , 0 ) > ").unwrap().to_string(),
-            "list<decimal(5, 0)>"
-        );
-        assert_eq!(
-            parse("list<list<text>>").unwrap().to_string(),
-            "list<list<string>>"
-        );
+        assert_eq!(parse("DECIMAL(10,2)").unwrap().to_string(), "decimal(10, 2)");
+        assert_eq!(parse(" List < Decimal( 5 , 0 ) > ").unwrap().to_string(), "list<decimal(5, 0)>");
+        assert_eq!(parse("list<list<text>>").unwrap().to_string(), "list<list<string>>");
     }
 
     #[test]
     fn decimal_bounds_are_inclusive() {
-        assert_eq!(
-            parse("decimal(38, 38)"),
-            Ok(DataType::Decimal {
-                precision: 38,
-                scale: 38
-            })
-        );
-        assert_eq!(
-            parse("decimal(1, 0)"),
-            Ok(DataType::Decimal {
-                precision: 1,
-                scale: 0
-            })
-        );
+        assert_eq!(parse("decimal(38, 38)"), Ok(DataType::Decimal { precision: 38, scale: 38 }));
+        assert_eq!(parse("decimal(1, 0)"), Ok(DataType::Decimal { precision: 1, scale: 0 }));
         assert_eq!(
             parse("decimal(0, 0)"),
             Err("invalid type \"decimal(0, 0)\": precision must be between 1 and 38".into())
@@ -281,23 +256,14 @@ mod tests {
         );
         assert_eq!(
             parse("decimal(5,-1)"),
-            Err(
-                "invalid type \"decimal(5,-1)\": scale must be between 0 and the precision (5)"
-                    .into()
-            )
+            Err("invalid type \"decimal(5,-1)\": scale must be between 0 and the precision (5)".into())
         );
     }
 
     #[test]
     fn unknown_types_suggest_the_closest_spelling() {
-        assert_eq!(
-            parse("list<strng>"),
-            Err("unknown type \"strng\"; did you mean \"string\"?".into())
-        );
-        assert_eq!(
-            parse("lst<string>"),
-            Err("unknown type \"lst<string>\"; did you mean \"list\"?".into())
-        );
+        assert_eq!(parse("list<strng>"), Err("unknown type \"strng\"; did you mean \"string\"?".into()));
+        assert_eq!(parse("lst<string>"), Err("unknown type \"lst<string>\"; did you mean \"list\"?".into()));
     }
 
     #[test]

@@ -34,12 +34,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic at `path` with `message`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-            location: None,
-            suggestion: None,
-        }
+        Self { path: path.into(), message: message.into(), location: None, suggestion: None }
     }
 
     /// Adds a line/column inside the text at the path.
@@ -55,11 +50,7 @@ impl Diagnostic {
     }
 
     /// Adds a `did you mean "x"?` suggestion if one of `candidates` is close to `name`.
-    pub fn suggest_closest<'a>(
-        self,
-        name: &str,
-        candidates: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
+    pub fn suggest_closest<'a>(self, name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
         match closest(name, candidates) {
             Some(best) => self.suggest(format!("did you mean \"{best}\"?")),
             None => self,
@@ -106,12 +97,7 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|candidate| {
-            (
-                edit_distance(&lowered, &candidate.to_lowercase()),
-                candidate,
-            )
-        })
+        .map(|candidate| (edit_distance(&lowered, &candidate.to_lowercase()), candidate))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
@@ -166,9 +152,6 @@ mod tests {
             .at(2, 8)
             .suggest_closest("prise", ["price"])
             .under("processors[1]");
-        assert_eq!(
-            d.to_string(),
-            "processors[1].sql:2:8: unknown column \"prise\"; did you mean \"price\"?"
-        );
+        assert_eq!(d.to_string(), "processors[1].sql:2:8: unknown column \"prise\"; did you mean \"price\"?");
     }
 }

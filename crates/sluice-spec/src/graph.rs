@@ -38,21 +38,14 @@ fn consumers(nodes: &[Node<'_>]) -> Vec<Vec<usize>> {
             }
         }
     }
-    consumers
-        .into_iter()
-        .map(|set| set.into_iter().collect())
-        .collect()
+    consumers.into_iter().map(|set| set.into_iter().collect()).collect()
 }
 
 /// Name → index of the first processor with that name (duplicates are reported elsewhere).
 /// Empty names stand for processors or inputs that could not be read; they match nothing.
 fn name_index<'a>(nodes: &[Node<'a>]) -> HashMap<&'a str, usize> {
     let mut index = HashMap::new();
-    for (i, node) in nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, node)| !node.name.is_empty())
-    {
+    for (i, node) in nodes.iter().enumerate().filter(|(_, node)| !node.name.is_empty()) {
         index.entry(node.name).or_insert(i);
     }
     index
@@ -101,17 +94,11 @@ pub(crate) fn cycles(nodes: &[Node<'_>]) -> Vec<Cycle> {
             continue;
         };
         let last = path[path.len() - 1];
-        let closing_input = nodes[start]
-            .inputs
-            .iter()
-            .position(|input| index.get(input) == Some(&last));
+        let closing_input = nodes[start].inputs.iter().position(|input| index.get(input) == Some(&last));
         for &node in &path {
             covered[node] = true;
         }
-        cycles.push(Cycle {
-            nodes: path,
-            closing_input: closing_input.unwrap_or(0),
-        });
+        cycles.push(Cycle { nodes: path, closing_input: closing_input.unwrap_or(0) });
     }
     cycles
 }
@@ -145,22 +132,12 @@ mod tests {
     use super::*;
 
     fn nodes<'a>(spec: &[(&'a str, &[&'a str])]) -> Vec<Node<'a>> {
-        spec.iter()
-            .map(|(name, inputs)| Node {
-                name,
-                inputs: inputs.to_vec(),
-            })
-            .collect()
+        spec.iter().map(|(name, inputs)| Node { name, inputs: inputs.to_vec() }).collect()
     }
 
     #[test]
     fn orders_producers_before_consumers_and_keeps_spec_order_otherwise() {
-        let graph = nodes(&[
-            ("c", &["b"]),
-            ("b", &["a"]),
-            ("x", &["src"]),
-            ("a", &["src"]),
-        ]);
+        let graph = nodes(&[("c", &["b"]), ("b", &["a"]), ("x", &["src"]), ("a", &["src"])]);
         assert_eq!(topological_order(&graph), vec![2, 3, 1, 0]);
     }
 
@@ -173,24 +150,12 @@ mod tests {
     #[test]
     fn finds_one_shortest_cycle_per_uncovered_processor() {
         // a <-> b, and b -> c -> d -> b; e is downstream of a cycle but not on one.
-        let graph = nodes(&[
-            ("a", &["b"]),
-            ("b", &["a", "d"]),
-            ("c", &["b"]),
-            ("d", &["c"]),
-            ("e", &["a"]),
-        ]);
+        let graph = nodes(&[("a", &["b"]), ("b", &["a", "d"]), ("c", &["b"]), ("d", &["c"]), ("e", &["a"])]);
         assert_eq!(
             cycles(&graph),
             vec![
-                Cycle {
-                    nodes: vec![0, 1],
-                    closing_input: 0
-                },
-                Cycle {
-                    nodes: vec![2, 3, 1],
-                    closing_input: 0
-                },
+                Cycle { nodes: vec![0, 1], closing_input: 0 },
+                Cycle { nodes: vec![2, 3, 1], closing_input: 0 },
             ]
         );
     }
@@ -205,12 +170,6 @@ mod tests {
     #[test]
     fn closing_input_points_at_the_reference_that_closes_the_cycle() {
         let graph = nodes(&[("a", &["src", "c"]), ("b", &["a"]), ("c", &["b"])]);
-        assert_eq!(
-            cycles(&graph),
-            vec![Cycle {
-                nodes: vec![0, 1, 2],
-                closing_input: 1
-            }]
-        );
+        assert_eq!(cycles(&graph), vec![Cycle { nodes: vec![0, 1, 2], closing_input: 1 }]);
     }
 }

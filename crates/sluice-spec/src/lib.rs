@@ -24,7 +24,7 @@ mod parse;
 pub use data_type::DataType;
 pub use diagnostic::{Diagnostic, Location, closest};
 pub use model::{
-    DEFAULT_EPOCH_MS, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, NodeKind, OnErrorSpec,
-    Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
+    DEFAULT_EPOCH_MS, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline,
+    ProcessorSpec, SinkSpec, SourceSpec,
 };
 pub use parse::{parse, parse_partial};

@@ -149,18 +149,12 @@ pub struct InputRef {
 impl InputRef {
     /// A reference to a node's only output.
     pub fn node(node: impl Into<String>) -> Self {
-        Self {
-            node: node.into(),
-            output: None,
-        }
+        Self { node: node.into(), output: None }
     }
 
     /// A reference to one named output of a node.
     pub fn output(node: impl Into<String>, output: impl Into<String>) -> Self {
-        Self {
-            node: node.into(),
-            output: Some(output.into()),
-        }
+        Self { node: node.into(), output: Some(output.into()) }
     }
 }
 
@@ -178,10 +172,7 @@ impl FromStr for InputRef {
             return Err(Diagnostic::new("", format!("invalid input \"{text}\""))
                 .suggest("write the node name, or node.output for a named output"));
         }
-        Ok(Self {
-            node: node.to_owned(),
-            output: output.map(str::to_owned),
-        })
+        Ok(Self { node: node.to_owned(), output: output.map(str::to_owned) })
     }
 }
 
@@ -249,8 +240,7 @@ impl Pipeline {
 
     /// The spec path of the node called `name`, e.g. `processors[1]`, for diagnostics.
     pub fn node_path(&self, name: &str) -> Option<String> {
-        self.node(name)
-            .map(|(kind, index)| format!("{}[{index}]", kind.section()))
+        self.node(name).map(|(kind, index)| format!("{}[{index}]", kind.section()))
     }
 
     /// Every node, in an order where each node comes after its inputs: sources in spec order,
@@ -264,15 +254,10 @@ impl Pipeline {
         let processors: Vec<graph::Node<'_>> = self
             .processors
             .iter()
-            .map(|p| graph::Node {
-                name: &p.name,
-                inputs: p.inputs.iter().map(|i| &*i.node).collect(),
-            })
+            .map(|p| graph::Node { name: &p.name, inputs: p.inputs.iter().map(|i| &*i.node).collect() })
             .collect();
         let sources = (0..self.sources.len()).map(|i| (NodeKind::Source, i));
-        let processors = graph::topological_order(&processors)
-            .into_iter()
-            .map(|i| (NodeKind::Processor, i));
+        let processors = graph::topological_order(&processors).into_iter().map(|i| (NodeKind::Processor, i));
         let sinks = (0..self.sinks.len()).map(|i| (NodeKind::Sink, i));
         sources.chain(processors).chain(sinks).collect()
     }
@@ -285,10 +270,7 @@ mod tests {
     #[test]
     fn input_refs_parse_and_display() {
         assert_eq!("bids".parse::<InputRef>().unwrap(), InputRef::node("bids"));
-        assert_eq!(
-            "nx.bid".parse::<InputRef>().unwrap(),
-            InputRef::output("nx", "bid")
-        );
+        assert_eq!("nx.bid".parse::<InputRef>().unwrap(), InputRef::output("nx", "bid"));
         assert_eq!(InputRef::output("nx", "bid").to_string(), "nx.bid");
         assert_eq!(InputRef::node("bids").to_string(), "bids");
         for bad in ["", ".bid", "nx."] {
@@ -299,10 +281,7 @@ mod tests {
     #[test]
     fn on_error_names_round_trip() {
         for name in OnErrorSpec::NAMES {
-            assert_eq!(
-                OnErrorSpec::from_name(name).map(OnErrorSpec::name),
-                Some(name)
-            );
+            assert_eq!(OnErrorSpec::from_name(name).map(OnErrorSpec::name), Some(name));
         }
         assert_eq!(OnErrorSpec::from_name("Drop"), None);
         assert_eq!(OnErrorSpec::default(), OnErrorSpec::DeadLetter);
@@ -325,20 +304,12 @@ mod tests {
             epoch_ms: DEFAULT_EPOCH_MS,
             dead_letter: DeadLetterSpec { path: "dl".into() },
             sources: vec![],
-            processors: vec![
-                processor("a", &["b"]),
-                processor("b", &["a"]),
-                processor("c", &["x.y"]),
-            ],
+            processors: vec![processor("a", &["b"]), processor("b", &["a"]), processor("c", &["x.y"])],
             sinks: vec![],
         };
         assert_eq!(
             pipeline.topological_order(),
-            vec![
-                (NodeKind::Processor, 2),
-                (NodeKind::Processor, 0),
-                (NodeKind::Processor, 1)
-            ]
+            vec![(NodeKind::Processor, 2), (NodeKind::Processor, 0), (NodeKind::Processor, 1)]
         );
         assert_eq!(pipeline.node_path("b"), Some("processors[1]".into()));
     }
@@ -351,15 +322,9 @@ mod tests {
             epoch_ms: DEFAULT_EPOCH_MS,
             dead_letter: DeadLetterSpec { path: "dl".into() },
             sources: vec![],
-            processors: vec![
-                processor("late", &["early.out"]),
-                processor("early", &["src"]),
-            ],
+            processors: vec![processor("late", &["early.out"]), processor("early", &["src"])],
             sinks: vec![],
         };
-        assert_eq!(
-            pipeline.topological_order(),
-            vec![(NodeKind::Processor, 1), (NodeKind::Processor, 0)]
-        );
+        assert_eq!(pipeline.topological_order(), vec![(NodeKind::Processor, 1), (NodeKind::Processor, 0)]);
     }
 }

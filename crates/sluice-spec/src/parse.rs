@@ -14,24 +14,10 @@ use crate::{
     ProcessorSpec, SinkSpec, SourceSpec,
 };
 
-const PIPELINE_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "epoch_ms",
-    "dead_letter",
-    "sources",
-    "processors",
-    "sinks",
-];
+const PIPELINE_KEYS: &[&str] =
+    &["name", "description", "epoch_ms", "dead_letter", "sources", "processors", "sinks"];
 const DEAD_LETTER_KEYS: &[&str] = &["path"];
-const SOURCE_KEYS: &[&str] = &[
-    "name",
-    "connector",
-    "options",
-    "schema",
-    "infer_schema",
-    "on_error",
-];
+const SOURCE_KEYS: &[&str] = &["name", "connector", "options", "schema", "infer_schema", "on_error"];
 const FIELD_KEYS: &[&str] = &["name", "type", "nullable"];
 const PROCESSOR_KEYS: &[&str] = &["name", "inputs", "sql", "key_by"];
 const SINK_KEYS: &[&str] = &["name", "connector", "inputs", "options"];
@@ -47,10 +33,7 @@ pub fn parse(yaml: &str) -> Result<Pipeline, Vec<Diagnostic>> {
     match parse_partial(yaml) {
         (Some(pipeline), diagnostics) if diagnostics.is_empty() => Ok(pipeline),
         (_, diagnostics) if !diagnostics.is_empty() => Err(diagnostics),
-        _ => Err(vec![Diagnostic::new(
-            "",
-            "internal error: the spec was rejected without a reason",
-        )]),
+        _ => Err(vec![Diagnostic::new("", "internal error: the spec was rejected without a reason")]),
     }
 }
 
@@ -109,11 +92,7 @@ struct ProcessorEdges {
 
 impl<'v> Reader<'v> {
     fn new(document: &'v Value) -> Self {
-        Self {
-            diagnostics: Vec::new(),
-            nodes: named_nodes(document),
-            processors: Vec::new(),
-        }
+        Self { diagnostics: Vec::new(), nodes: named_nodes(document), processors: Vec::new() }
     }
 
     fn report(&mut self, diagnostic: Diagnostic) {
@@ -136,8 +115,7 @@ impl<'v> Reader<'v> {
             }
         };
         let before = self.diagnostics.len();
-        let (mut name, mut description, mut epoch_ms, mut dead_letter_path) =
-            (None, None, None, None);
+        let (mut name, mut description, mut epoch_ms, mut dead_letter_path) = (None, None, None, None);
         let (mut sources, mut processors, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
         for (key, value) in map {
             let Some(key) = self.known_key("", key, PIPELINE_KEYS) else {
@@ -151,9 +129,7 @@ impl<'v> Reader<'v> {
                 "epoch_ms" if !value.is_null() => epoch_ms = self.epoch_ms(value),
                 "dead_letter" if !value.is_null() => dead_letter_path = self.dead_letter(value),
                 "sources" => sources = self.nodes(NodeKind::Source, value, Self::source),
-                "processors" => {
-                    processors = self.nodes(NodeKind::Processor, value, Self::processor)
-                }
+                "processors" => processors = self.nodes(NodeKind::Processor, value, Self::processor),
                 "sinks" => sinks = self.nodes(NodeKind::Sink, value, Self::sink),
                 _ => {}
             }
@@ -163,9 +139,7 @@ impl<'v> Reader<'v> {
             if !map.contains_key(key) {
                 self.report(Diagnostic::new(
                     "",
-                    format!(
-                        "missing required key \"{key}\" (a pipeline needs at least one {kind})"
-                    ),
+                    format!("missing required key \"{key}\" (a pipeline needs at least one {kind})"),
                 ));
             }
         }
@@ -175,9 +149,8 @@ impl<'v> Reader<'v> {
             None if self.diagnostics.len() > before => String::new(),
             None => return None,
         };
-        let dead_letter = DeadLetterSpec {
-            path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")),
-        };
+        let dead_letter =
+            DeadLetterSpec { path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")) };
         Some(Pipeline {
             name,
             description,
@@ -262,16 +235,12 @@ impl<'v> Reader<'v> {
             },
         };
         if items.is_empty() && kind != NodeKind::Processor {
-            self.report(Diagnostic::new(
-                section,
-                format!("a pipeline needs at least one {kind}"),
-            ));
+            self.report(Diagnostic::new(section, format!("a pipeline needs at least one {kind}")));
         }
         let mut nodes = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let path = format!("{section}[{index}]");
-            let Some(map) = self.mapping(&path, item, &format!("a mapping describing a {kind}"))
-            else {
+            let Some(map) = self.mapping(&path, item, &format!("a mapping describing a {kind}")) else {
                 continue;
             };
             if let Some(node) = read_node(self, &path, map) {
@@ -319,16 +288,9 @@ impl<'v> Reader<'v> {
     fn processor(&mut self, path: &str, map: &'v Mapping) -> Option<ProcessorSpec> {
         let before = self.diagnostics.len();
         let own_name = map.get("name").and_then(Value::as_str).unwrap_or_default();
-        let mut spec = ProcessorSpec {
-            name: String::new(),
-            inputs: Vec::new(),
-            sql: String::new(),
-            key_by: None,
-        };
-        let mut edges = ProcessorEdges {
-            name: own_name.to_owned(),
-            inputs: Vec::new(),
-        };
+        let mut spec =
+            ProcessorSpec { name: String::new(), inputs: Vec::new(), sql: String::new(), key_by: None };
+        let mut edges = ProcessorEdges { name: own_name.to_owned(), inputs: Vec::new() };
         for (key, value) in map {
             let Some(key) = self.known_key(path, key, PROCESSOR_KEYS) else {
                 continue;
@@ -341,11 +303,7 @@ impl<'v> Reader<'v> {
                     edges.inputs = inputs.iter().map(input_node).collect();
                     spec.inputs = inputs.into_iter().flatten().collect();
                 }
-                "sql" => {
-                    spec.sql = self
-                        .non_empty_string(&at, value, "SQL query")
-                        .unwrap_or_default()
-                }
+                "sql" => spec.sql = self.non_empty_string(&at, value, "SQL query").unwrap_or_default(),
                 "key_by" if !value.is_null() => {
                     spec.key_by = self.non_empty_string(&at, value, "key_by expression");
                 }
@@ -401,11 +359,7 @@ impl<'v> Reader<'v> {
             self.report(with_try(diagnostic, &node_name_like(name)));
             return None;
         }
-        let first = self
-            .nodes
-            .iter()
-            .find(|node| node.name == name)
-            .map(|node| &node.path);
+        let first = self.nodes.iter().find(|node| node.name == name).map(|node| &node.path);
         if let Some(first) = first.filter(|first| **first != node_path) {
             let message = format!("duplicate node name \"{name}\" (also {first})");
             self.report(Diagnostic::new(&path, message));
@@ -426,10 +380,7 @@ impl<'v> Reader<'v> {
         match serde_json::to_value(map) {
             Ok(options) => Some(options),
             Err(error) => {
-                self.report(Diagnostic::new(
-                    path,
-                    format!("options cannot be read as JSON: {error}"),
-                ));
+                self.report(Diagnostic::new(path, format!("options cannot be read as JSON: {error}")));
                 None
             }
         }
@@ -439,8 +390,7 @@ impl<'v> Reader<'v> {
         let name = self.string(path, value)?;
         let on_error = OnErrorSpec::from_name(name);
         if on_error.is_none() {
-            let message =
-                format!("unknown on_error value \"{name}\" (expected fail, drop or dead_letter)");
+            let message = format!("unknown on_error value \"{name}\" (expected fail, drop or dead_letter)");
             self.report(Diagnostic::new(path, message).suggest_closest(name, OnErrorSpec::NAMES));
         }
         on_error
@@ -453,9 +403,7 @@ impl<'v> Reader<'v> {
         let mut names: Vec<(&str, String)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let field_path = format!("{path}[{index}]");
-            let Some(map) =
-                self.mapping(&field_path, item, "a mapping with a field's name and type")
-            else {
+            let Some(map) = self.mapping(&field_path, item, "a mapping with a field's name and type") else {
                 continue;
             };
             if let Some(name) = map.get("name").and_then(Value::as_str) {
@@ -480,9 +428,7 @@ impl<'v> Reader<'v> {
             match key {
                 "name" => name = self.field_name(&at, value, path, names),
                 "type" => data_type = self.data_type(&at, value),
-                "nullable" if !value.is_null() => {
-                    nullable = self.boolean(&at, value).unwrap_or(true)
-                }
+                "nullable" if !value.is_null() => nullable = self.boolean(&at, value).unwrap_or(true),
                 _ => {}
             }
         }
@@ -490,11 +436,7 @@ impl<'v> Reader<'v> {
         if self.diagnostics.len() > before {
             return None;
         }
-        Some(FieldSpec {
-            name: name?,
-            data_type: data_type?,
-            nullable,
-        })
+        Some(FieldSpec { name: name?, data_type: data_type?, nullable })
     }
 
     fn field_name(
@@ -505,16 +447,10 @@ impl<'v> Reader<'v> {
         names: &[(&str, String)],
     ) -> Option<String> {
         let name = self.non_empty_string(path, value, "field name")?;
-        let first = names
-            .iter()
-            .find(|(other, _)| *other == name)
-            .map(|(_, path)| path);
+        let first = names.iter().find(|(other, _)| *other == name).map(|(_, path)| path);
         if let Some(first) = first.filter(|first| *first != field_path) {
             let first = first.rsplit('.').next().unwrap_or(first);
-            self.report(Diagnostic::new(
-                path,
-                format!("duplicate field name \"{name}\" (also {first})"),
-            ));
+            self.report(Diagnostic::new(path, format!("duplicate field name \"{name}\" (also {first})")));
             return None;
         }
         Some(name)
@@ -533,13 +469,7 @@ impl<'v> Reader<'v> {
 
     /// Reads `inputs` of a node of `kind` named `own_name`. Returns one entry per list item, `None`
     /// where the item is not a valid reference.
-    fn inputs(
-        &mut self,
-        path: &str,
-        value: &Value,
-        kind: NodeKind,
-        own_name: &str,
-    ) -> Vec<Option<InputRef>> {
+    fn inputs(&mut self, path: &str, value: &Value, kind: NodeKind, own_name: &str) -> Vec<Option<InputRef>> {
         if let Value::String(text) = value {
             let diagnostic = Diagnostic::new(path, "expected a list of inputs, found a string");
             self.report(diagnostic.suggest(format!("write [{text}]")));
@@ -549,19 +479,14 @@ impl<'v> Reader<'v> {
             return Vec::new();
         };
         if items.is_empty() {
-            self.report(Diagnostic::new(
-                path,
-                format!("a {kind} needs at least one input"),
-            ));
+            self.report(Diagnostic::new(path, format!("a {kind} needs at least one input")));
         }
         let mut inputs: Vec<Option<InputRef>> = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let item_path = format!("{path}[{index}]");
             let input = self.input(&item_path, item, kind, own_name);
             if let Some(input) = &input
-                && let Some(first) = inputs
-                    .iter()
-                    .position(|other| other.as_ref() == Some(input))
+                && let Some(first) = inputs.iter().position(|other| other.as_ref() == Some(input))
             {
                 let message = format!("duplicate input \"{input}\" (also inputs[{first}])");
                 self.report(Diagnostic::new(&item_path, message));
@@ -571,13 +496,7 @@ impl<'v> Reader<'v> {
         inputs
     }
 
-    fn input(
-        &mut self,
-        path: &str,
-        value: &Value,
-        kind: NodeKind,
-        own_name: &str,
-    ) -> Option<InputRef> {
+    fn input(&mut self, path: &str, value: &Value, kind: NodeKind, own_name: &str) -> Option<InputRef> {
         let text = self.string(path, value)?;
         let input = match text.parse::<InputRef>() {
             Ok(input) => input,
@@ -587,11 +506,7 @@ impl<'v> Reader<'v> {
             }
         };
         let node = &input.node;
-        let target = self
-            .nodes
-            .iter()
-            .find(|named| named.name == node)
-            .map(|named| named.kind);
+        let target = self.nodes.iter().find(|named| named.name == node).map(|named| named.kind);
         let problem = match target {
             None => {
                 let readable = self
@@ -600,17 +515,14 @@ impl<'v> Reader<'v> {
                     .filter(|named| named.kind != NodeKind::Sink && named.name != own_name)
                     .filter(|named| is_node_name(named.name))
                     .map(|named| named.name);
-                Diagnostic::new(path, format!("unknown input \"{node}\""))
-                    .suggest_closest(node, readable)
+                Diagnostic::new(path, format!("unknown input \"{node}\"")).suggest_closest(node, readable)
             }
-            Some(NodeKind::Sink) => Diagnostic::new(
-                path,
-                format!("input \"{node}\" is a sink; sinks have no output"),
-            ),
-            Some(_) if kind == NodeKind::Processor && node == own_name => Diagnostic::new(
-                path,
-                format!("processor \"{node}\" cannot read its own output"),
-            ),
+            Some(NodeKind::Sink) => {
+                Diagnostic::new(path, format!("input \"{node}\" is a sink; sinks have no output"))
+            }
+            Some(_) if kind == NodeKind::Processor && node == own_name => {
+                Diagnostic::new(path, format!("processor \"{node}\" cannot read its own output"))
+            }
             Some(_) => return Some(input),
         };
         self.report(problem);
@@ -622,17 +534,10 @@ impl<'v> Reader<'v> {
         let nodes: Vec<graph::Node<'_>> = self
             .processors
             .iter()
-            .map(|p| graph::Node {
-                name: &p.name,
-                inputs: p.inputs.iter().map(String::as_str).collect(),
-            })
+            .map(|p| graph::Node { name: &p.name, inputs: p.inputs.iter().map(String::as_str).collect() })
             .collect();
         for cycle in graph::cycles(&nodes) {
-            let names: Vec<&str> = cycle
-                .nodes
-                .iter()
-                .map(|&i| &*self.processors[i].name)
-                .collect();
+            let names: Vec<&str> = cycle.nodes.iter().map(|&i| &*self.processors[i].name).collect();
             let start = cycle.nodes[0];
             let message = format!("cycle: {} -> {}", names.join(" -> "), names[0]);
             let path = format!("processors[{start}].inputs[{}]", cycle.closing_input);
@@ -656,9 +561,7 @@ impl<'v> Reader<'v> {
             }
         };
         let diagnostic = Diagnostic::new(join(path, &text), format!("unknown key \"{text}\""));
-        let suggested = diagnostic
-            .clone()
-            .suggest_closest(&text, allowed.iter().copied());
+        let suggested = diagnostic.clone().suggest_closest(&text, allowed.iter().copied());
         self.report(match suggested.suggestion {
             Some(_) => suggested,
             None => diagnostic.suggest(format!("allowed keys: {}", allowed.join(", "))),
@@ -669,18 +572,12 @@ impl<'v> Reader<'v> {
     /// Reports each of `keys` missing from `map`.
     fn require(&mut self, path: &str, map: &Mapping, keys: &[&str]) {
         for key in keys.iter().filter(|key| !map.contains_key(**key)) {
-            self.report(Diagnostic::new(
-                path,
-                format!("missing required key \"{key}\""),
-            ));
+            self.report(Diagnostic::new(path, format!("missing required key \"{key}\"")));
         }
     }
 
     fn type_error(&mut self, path: &str, expected: &str, found: &Value) {
-        self.report(Diagnostic::new(
-            path,
-            format!("expected {expected}, found {}", describe(found)),
-        ));
+        self.report(Diagnostic::new(path, format!("expected {expected}, found {}", describe(found))));
     }
 
     fn string<'a>(&mut self, path: &str, value: &'a Value) -> Option<&'a str> {
@@ -716,12 +613,7 @@ impl<'v> Reader<'v> {
         map
     }
 
-    fn sequence<'a>(
-        &mut self,
-        path: &str,
-        value: &'a Value,
-        expected: &str,
-    ) -> Option<&'a [Value]> {
+    fn sequence<'a>(&mut self, path: &str, value: &'a Value, expected: &str) -> Option<&'a [Value]> {
         let items = value.as_sequence().map(Vec::as_slice);
         if items.is_none() {
             self.type_error(path, expected, value);
@@ -759,10 +651,7 @@ fn named_nodes(document: &Value) -> Vec<NamedNode<'_>> {
 
 /// The node an input item refers to, or "" if it is not a valid reference.
 fn input_node(input: &Option<InputRef>) -> String {
-    input
-        .as_ref()
-        .map(|input| input.node.clone())
-        .unwrap_or_default()
+    input.as_ref().map(|input| input.node.clone()).unwrap_or_default()
 }
 
 fn empty_options() -> serde_json::Value {
@@ -770,11 +659,7 @@ fn empty_options() -> serde_json::Value {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 fn describe(value: &Value) -> &'static str {
@@ -790,28 +675,20 @@ fn describe(value: &Value) -> &'static str {
 }
 
 fn with_try(diagnostic: Diagnostic, candidate: &str) -> Diagnostic {
-    if candidate.is_empty() {
-        diagnostic
-    } else {
-        diagnostic.suggest(format!("try \"{candidate}\""))
-    }
+    if candidate.is_empty() { diagnostic } else { diagnostic.suggest(format!("try \"{candidate}\"")) }
 }
 
 /// `[a-z0-9][a-z0-9_-]*`
 fn is_pipeline_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`
 fn is_node_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -821,39 +698,19 @@ fn pipeline_name_like(name: &str) -> String {
         .trim()
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
         .collect();
     let candidate = lowered.trim_start_matches(['-', '_']).to_owned();
-    if is_pipeline_name(&candidate) {
-        candidate
-    } else {
-        String::new()
-    }
+    if is_pipeline_name(&candidate) { candidate } else { String::new() }
 }
 
 /// A valid node name close to `name`, or "" if there is none worth suggesting.
 fn node_name_like(name: &str) -> String {
-    let replaced: String = name
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let candidate = if replaced.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("_{replaced}")
-    } else {
-        replaced
-    };
-    if is_node_name(&candidate) && candidate.chars().any(|c| c != '_') {
-        candidate
-    } else {
-        String::new()
-    }
+    let replaced: String =
+        name.trim().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let candidate =
+        if replaced.starts_with(|c: char| c.is_ascii_digit()) { format!("_{replaced}") } else { replaced };
+    if is_node_name(&candidate) && candidate.chars().any(|c| c != '_') { candidate } else { String::new() }
 }
 
 #[cfg(test)]
@@ -890,20 +747,9 @@ mod tests {
     fn syntax_errors_drop_the_repeated_location_from_the_message() {
         let error = serde_yaml::from_str::<Value>("a: [1, 2\nb: 3\n").unwrap_err();
         let diagnostic = syntax_error(&error);
-        assert_eq!(
-            diagnostic.location,
-            Some(crate::Location { line: 2, column: 2 })
-        );
-        assert!(
-            !diagnostic.message.contains("at line 2 column 2"),
-            "{}",
-            diagnostic.message
-        );
-        assert!(
-            diagnostic
-                .message
-                .starts_with("invalid YAML: did not find expected")
-        );
+        assert_eq!(diagnostic.location, Some(crate::Location { line: 2, column: 2 }));
+        assert!(!diagnostic.message.contains("at line 2 column 2"), "{}", diagnostic.message);
+        assert!(diagnostic.message.starts_with("invalid YAML: did not find expected"));
     }
 
     #[test]
@@ -919,12 +765,6 @@ mod tests {
     fn bad_merge_is_reported_not_panicked() {
         let diagnostics = parse("name: p\n<<: 3\n").unwrap_err();
         assert_eq!(diagnostics.len(), 1);
-        assert!(
-            diagnostics[0]
-                .message
-                .starts_with("invalid YAML: expected a mapping"),
-            "{:?}",
-            diagnostics
-        );
+        assert!(diagnostics[0].message.starts_with("invalid YAML: expected a mapping"), "{:?}", diagnostics);
     }
 }

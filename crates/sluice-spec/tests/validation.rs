@@ -31,24 +31,17 @@ fn check_table(cases: &[(&str, &str, &[&str])]) {
             Err(diagnostics) => diagnostics.iter().map(Diagnostic::to_string).collect(),
         };
         if actual != *expected {
-            failures.push(format!(
-                "{name}:\n  expected {expected:#?}\n  actual   {actual:#?}"
-            ));
+            failures.push(format!("{name}:\n  expected {expected:#?}\n  actual   {actual:#?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 mod good_specs {
     use serde_json::json;
     use sluice_spec::{
-        DataType, DeadLetterSpec, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline,
-        ProcessorSpec, SinkSpec, SourceSpec,
+        DataType, DeadLetterSpec, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec,
+        SinkSpec, SourceSpec,
     };
 
     use super::pipeline;
@@ -87,30 +80,17 @@ sinks:
             name: "big-bids".into(),
             description: Some("bids over 100".into()),
             epoch_ms: 500,
-            dead_letter: DeadLetterSpec {
-                path: "/var/sluice/dead".into(),
-            },
+            dead_letter: DeadLetterSpec { path: "/var/sluice/dead".into() },
             sources: vec![SourceSpec {
                 name: "bids".into(),
                 connector: "nexmark".into(),
                 options: json!({"events": 1000, "rate": {"per_second": 10}}),
                 schema: Some(vec![
-                    FieldSpec {
-                        name: "price".into(),
-                        data_type: DataType::Int64,
-                        nullable: false,
-                    },
-                    FieldSpec {
-                        name: "bidder".into(),
-                        data_type: DataType::Utf8,
-                        nullable: true,
-                    },
+                    FieldSpec { name: "price".into(), data_type: DataType::Int64, nullable: false },
+                    FieldSpec { name: "bidder".into(), data_type: DataType::Utf8, nullable: true },
                     FieldSpec {
                         name: "amount".into(),
-                        data_type: DataType::Decimal {
-                            precision: 10,
-                            scale: 2,
-                        },
+                        data_type: DataType::Decimal { precision: 10, scale: 2 },
                         nullable: true,
                     },
                 ]),
@@ -144,12 +124,7 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
         );
         assert_eq!(spec.description, None);
         assert_eq!(spec.epoch_ms, 200);
-        assert_eq!(
-            spec.dead_letter,
-            DeadLetterSpec {
-                path: "dead-letters/tiny".into()
-            }
-        );
+        assert_eq!(spec.dead_letter, DeadLetterSpec { path: "dead-letters/tiny".into() });
         assert_eq!(spec.processors, vec![]);
         let source = &spec.sources[0];
         assert_eq!(source.options, json!({}));
@@ -193,18 +168,12 @@ sinks: [{name: out, connector: stdout, inputs: [b, nx.person]}]
         assert_eq!(spec.epoch_ms, 10);
         assert_eq!(
             spec.processors[0].inputs,
-            vec![
-                InputRef::output("nx", "bid"),
-                InputRef::output("nx", "auction")
-            ]
+            vec![InputRef::output("nx", "bid"), InputRef::output("nx", "auction")]
         );
         assert_eq!(spec.sinks[0].inputs[1].to_string(), "nx.person");
         assert_eq!(spec.sources[0].on_error, OnErrorSpec::Fail);
         assert!(spec.sources[0].infer_schema);
-        assert_eq!(
-            pipeline(&FULL.replace("epoch_ms: 500", "epoch_ms: 10000")).epoch_ms,
-            10_000
-        );
+        assert_eq!(pipeline(&FULL.replace("epoch_ms: 500", "epoch_ms: 10000")).epoch_ms, 10_000);
     }
 
     #[test]
@@ -334,43 +303,15 @@ mod data_types {
             ("timestamp", DataType::Timestamp, "timestamp"),
             ("timestamp(3)", DataType::Timestamp, "timestamp"),
             ("TIMESTAMP( 3 )", DataType::Timestamp, "timestamp"),
-            (
-                "decimal(10, 2)",
-                DataType::Decimal {
-                    precision: 10,
-                    scale: 2,
-                },
-                "decimal(10, 2)",
-            ),
-            (
-                "DECIMAL(38,0)",
-                DataType::Decimal {
-                    precision: 38,
-                    scale: 0,
-                },
-                "decimal(38, 0)",
-            ),
-            (
-                "decimal(1, 1)",
-                DataType::Decimal {
-                    precision: 1,
-                    scale: 1,
-                },
-                "decimal(1, 1)",
-            ),
+            ("decimal(10, 2)", DataType::Decimal { precision: 10, scale: 2 }, "decimal(10, 2)"),
+            ("DECIMAL(38,0)", DataType::Decimal { precision: 38, scale: 0 }, "decimal(38, 0)"),
+            ("decimal(1, 1)", DataType::Decimal { precision: 1, scale: 1 }, "decimal(1, 1)"),
             ("list<int64>", list(DataType::Int64), "list<int64>"),
             ("LIST<text>", list(DataType::Utf8), "list<string>"),
-            (
-                "list<list<bool>>",
-                list(list(DataType::Boolean)),
-                "list<list<boolean>>",
-            ),
+            ("list<list<bool>>", list(list(DataType::Boolean)), "list<list<boolean>>"),
             (
                 "list< decimal(5,3) >",
-                list(DataType::Decimal {
-                    precision: 5,
-                    scale: 3,
-                }),
+                list(DataType::Decimal { precision: 5, scale: 3 }),
                 "list<decimal(5, 3)>",
             ),
         ];
@@ -378,11 +319,7 @@ mod data_types {
             let parsed = parsed_type(spelling);
             assert_eq!(parsed, Ok(expected.clone()), "spelling {spelling:?}");
             assert_eq!(expected.to_string(), canonical, "spelling {spelling:?}");
-            assert_eq!(
-                parsed_type(canonical),
-                Ok(expected),
-                "canonical {canonical:?}"
-            );
+            assert_eq!(parsed_type(canonical), Ok(expected), "canonical {canonical:?}");
         }
     }
 
@@ -390,34 +327,13 @@ mod data_types {
     fn bad_types_are_reported_with_a_fix() {
         let path = "sources[0].schema[0].type";
         let cases: Vec<(String, String)> = vec![
-            (
-                "strng".into(),
-                format!("{path}: unknown type \"strng\"; did you mean \"string\"?"),
-            ),
-            (
-                "int46".into(),
-                format!("{path}: unknown type \"int46\"; did you mean \"int16\"?"),
-            ),
-            (
-                "unit64".into(),
-                format!("{path}: unknown type \"unit64\"; did you mean \"uint64\"?"),
-            ),
-            (
-                "flaot".into(),
-                format!("{path}: unknown type \"flaot\"; did you mean \"float\"?"),
-            ),
-            (
-                "timestmp".into(),
-                format!("{path}: unknown type \"timestmp\"; did you mean \"timestamp\"?"),
-            ),
-            (
-                "list<strng>".into(),
-                format!("{path}: unknown type \"strng\"; did you mean \"string\"?"),
-            ),
-            (
-                "lst<int64>".into(),
-                format!("{path}: unknown type \"lst<int64>\"; did you mean \"list\"?"),
-            ),
+            ("strng".into(), format!("{path}: unknown type \"strng\"; did you mean \"string\"?")),
+            ("int46".into(), format!("{path}: unknown type \"int46\"; did you mean \"int16\"?")),
+            ("unit64".into(), format!("{path}: unknown type \"unit64\"; did you mean \"uint64\"?")),
+            ("flaot".into(), format!("{path}: unknown type \"flaot\"; did you mean \"float\"?")),
+            ("timestmp".into(), format!("{path}: unknown type \"timestmp\"; did you mean \"timestamp\"?")),
+            ("list<strng>".into(), format!("{path}: unknown type \"strng\"; did you mean \"string\"?")),
+            ("lst<int64>".into(), format!("{path}: unknown type \"lst<int64>\"; did you mean \"list\"?")),
             (
                 "geometry".into(),
                 format!(
@@ -430,10 +346,7 @@ mod data_types {
                 "decimal".into(),
                 format!("{path}: decimal needs a precision and a scale; write e.g. decimal(10, 2)"),
             ),
-            (
-                "list".into(),
-                format!("{path}: list needs an element type; write e.g. list<string>"),
-            ),
+            ("list".into(), format!("{path}: list needs an element type; write e.g. list<string>")),
             (
                 "decimal(10)".into(),
                 format!(
@@ -443,15 +356,11 @@ mod data_types {
             ),
             (
                 "decimal(39, 2)".into(),
-                format!(
-                    "{path}: invalid type \"decimal(39, 2)\": precision must be between 1 and 38"
-                ),
+                format!("{path}: invalid type \"decimal(39, 2)\": precision must be between 1 and 38"),
             ),
             (
                 "decimal(0, 0)".into(),
-                format!(
-                    "{path}: invalid type \"decimal(0, 0)\": precision must be between 1 and 38"
-                ),
+                format!("{path}: invalid type \"decimal(0, 0)\": precision must be between 1 and 38"),
             ),
             (
                 "decimal(5, 6)".into(),
@@ -461,9 +370,7 @@ mod data_types {
             ),
             (
                 "decimal(x, 1)".into(),
-                format!(
-                    "{path}: invalid type \"decimal(x, 1)\": precision must be between 1 and 38"
-                ),
+                format!("{path}: invalid type \"decimal(x, 1)\": precision must be between 1 and 38"),
             ),
             (
                 "timestamp(6)".into(),
@@ -634,10 +541,8 @@ name: p
 sources: [{name: src, connector: impulse, on_error: dead-letter}]
 sinks: [{name: out, connector: stdout, inputs: [src]}]
 "#,
-                &[
-                    "sources[0].on_error: unknown on_error value \"dead-letter\" (expected fail, drop or \
-                   dead_letter); did you mean \"dead_letter\"?",
-                ],
+                &["sources[0].on_error: unknown on_error value \"dead-letter\" (expected fail, drop or \
+                   dead_letter); did you mean \"dead_letter\"?"],
             ),
         ]);
     }
@@ -649,32 +554,16 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
                 "name: p\nepoch_ms: {epoch}\nsources: [{{name: s, connector: c}}]\nsinks: [{{name: o, connector: c, inputs: [s]}}]\n"
             )
         };
-        assert_eq!(
-            errors(&spec("9")),
-            ["epoch_ms: epoch_ms must be between 10 and 10000, found 9"]
-        );
-        assert_eq!(
-            errors(&spec("10001")),
-            ["epoch_ms: epoch_ms must be between 10 and 10000, found 10001"]
-        );
-        assert_eq!(
-            errors(&spec("-5")),
-            ["epoch_ms: epoch_ms must be between 10 and 10000, found -5"]
-        );
-        assert_eq!(
-            errors(&spec("2.5")),
-            ["epoch_ms: expected a whole number of milliseconds, found 2.5"]
-        );
+        assert_eq!(errors(&spec("9")), ["epoch_ms: epoch_ms must be between 10 and 10000, found 9"]);
+        assert_eq!(errors(&spec("10001")), ["epoch_ms: epoch_ms must be between 10 and 10000, found 10001"]);
+        assert_eq!(errors(&spec("-5")), ["epoch_ms: epoch_ms must be between 10 and 10000, found -5"]);
+        assert_eq!(errors(&spec("2.5")), ["epoch_ms: expected a whole number of milliseconds, found 2.5"]);
     }
 
     #[test]
     fn missing_keys_and_empty_sections() {
         check_table(&[
-            (
-                "empty document",
-                "",
-                &["the spec is empty; a pipeline needs a name, sources and sinks"],
-            ),
+            ("empty document", "", &["the spec is empty; a pipeline needs a name, sources and sinks"]),
             (
                 "comment only",
                 "# nothing here\n",
@@ -883,10 +772,7 @@ processors:
   - {name: b, inputs: [a.out], sql: SELECT 1}
 sinks: [{name: out, connector: c, inputs: [a]}]
 "#,
-                &[
-                    "processors[0].sql: SQL query is empty",
-                    "processors[0].inputs[0]: cycle: a -> b -> a",
-                ],
+                &["processors[0].sql: SQL query is empty", "processors[0].inputs[0]: cycle: a -> b -> a"],
             ),
         ]);
     }
@@ -965,25 +851,14 @@ mod yaml_syntax {
     #[test]
     fn duplicate_yaml_keys_are_reported_with_their_location() {
         let yaml = "name: p\nname: q\n";
-        let shown: Vec<String> = parse(yaml)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            shown,
-            ["1:1: invalid YAML: duplicate entry with key \"name\""]
-        );
+        let shown: Vec<String> = parse(yaml).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["1:1: invalid YAML: duplicate entry with key \"name\""]);
     }
 
     #[test]
     fn unclosed_flow_sequence() {
         let yaml = "name: p\nsources: [{name: src, connector: c}\nsinks: []\n";
-        let shown: Vec<String> = parse(yaml)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let shown: Vec<String> = parse(yaml).unwrap_err().iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [

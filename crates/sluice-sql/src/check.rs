@@ -22,14 +22,8 @@ pub(crate) const STATELESS_ONLY: &str = "stateless SQL only (projections, filter
 
 /// Functions whose value depends on when the query runs; DataFusion folds them into constants
 /// at planning time, which would freeze them for the life of a stream.
-const CLOCK_FUNCTIONS: [&str; 6] = [
-    "now",
-    "current_timestamp",
-    "current_date",
-    "current_time",
-    "localtimestamp",
-    "localtime",
-];
+const CLOCK_FUNCTIONS: [&str; 6] =
+    ["now", "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime"];
 
 /// A construct the processor cannot run, and the words that locate it in the statement.
 #[derive(Debug)]
@@ -51,10 +45,7 @@ impl Unsupported {
     }
 
     fn plain(message: impl Into<String>, words: &[&str]) -> Self {
-        Self {
-            plain: true,
-            ..Self::stateful(message, words)
-        }
+        Self { plain: true, ..Self::stateful(message, words) }
     }
 
     /// The diagnostic, positioned at the construct inside statement `statement`.
@@ -67,13 +58,7 @@ impl Unsupported {
         let words: Vec<&str> = self.words.iter().map(String::as_str).collect();
         let at = self
             .position
-            .or_else(|| {
-                if words.is_empty() {
-                    None
-                } else {
-                    text.find(statement, &words)
-                }
-            })
+            .or_else(|| if words.is_empty() { None } else { text.find(statement, &words) })
             .or_else(|| text.statement_start(statement));
         match at {
             Some((line, column)) => Diagnostic::new("", message).at(line, column),
@@ -154,12 +139,7 @@ impl Visitor for SyntaxCheck {
 
 fn check_set_expr(body: &SetExpr) -> ControlFlow<Unsupported> {
     match body {
-        SetExpr::SetOperation {
-            op,
-            set_quantifier,
-            left,
-            right,
-        } => {
+        SetExpr::SetOperation { op, set_quantifier, left, right } => {
             let keyword = op.to_string();
             match (op, set_quantifier) {
                 (SetOperator::Union, SetQuantifier::All | SetQuantifier::AllByName) => {}
@@ -185,10 +165,7 @@ fn check_set_expr(body: &SetExpr) -> ControlFlow<Unsupported> {
                 GroupByExpr::Expressions(expressions, _) => !expressions.is_empty(),
             };
             if grouped {
-                return ControlFlow::Break(Unsupported::stateful(
-                    "GROUP BY aggregation",
-                    &["GROUP", "BY"],
-                ));
+                return ControlFlow::Break(Unsupported::stateful("GROUP BY aggregation", &["GROUP", "BY"]));
             }
             if select.having.is_some() {
                 return ControlFlow::Break(Unsupported::stateful("HAVING", &["HAVING"]));
@@ -216,11 +193,7 @@ pub(crate) fn check_logical(plan: &LogicalPlan) -> Result<(), Unsupported> {
     let mut found = None;
     let _ = plan.apply(|node| {
         found = logical_node(node);
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
+        Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     });
     match found {
         Some(unsupported) => Err(unsupported),
@@ -269,10 +242,9 @@ fn logical_node(node: &LogicalPlan) -> Option<Unsupported> {
         | LogicalPlan::SubqueryAlias(_)
         | LogicalPlan::Unnest(_)
         | LogicalPlan::Repartition(_) => expressions(node),
-        other => Some(Unsupported::plain(
-            format!("{} is not supported in a SQL processor", other.display()),
-            &[],
-        )),
+        other => {
+            Some(Unsupported::plain(format!("{} is not supported in a SQL processor", other.display()), &[]))
+        }
     }
 }
 
@@ -282,22 +254,14 @@ fn expressions(node: &LogicalPlan) -> Option<Unsupported> {
     let _ = node.apply_expressions(|expr| {
         expr.apply(|expr| {
             found = match expr {
-                Expr::AggregateFunction(_) => {
-                    Some(Unsupported::stateful("an aggregate function", &[]))
+                Expr::AggregateFunction(_) => Some(Unsupported::stateful("an aggregate function", &[])),
+                Expr::WindowFunction(_) => Some(Unsupported::stateful("a window function (OVER)", &["OVER"])),
+                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => {
+                    Some(Unsupported::stateful("a subquery inside an expression", &["SELECT"]))
                 }
-                Expr::WindowFunction(_) => {
-                    Some(Unsupported::stateful("a window function (OVER)", &["OVER"]))
-                }
-                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => Some(
-                    Unsupported::stateful("a subquery inside an expression", &["SELECT"]),
-                ),
                 _ => None,
             };
-            Ok(if found.is_some() {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
+            Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
         })
     });
     found
@@ -330,12 +294,7 @@ const STATELESS_OPERATORS: [&str; 8] = [
 /// Checks that a physical plan uses only operators known to be stateless.
 pub(crate) fn check_physical(plan: &dyn ExecutionPlan) -> Result<(), Unsupported> {
     if !STATELESS_OPERATORS.contains(&plan.name()) {
-        return Err(Unsupported::stateful(
-            format!("a query that needs the {} operator", plan.name()),
-            &[],
-        ));
+        return Err(Unsupported::stateful(format!("a query that needs the {} operator", plan.name()), &[]));
     }
-    plan.children()
-        .into_iter()
-        .try_for_each(|child| check_physical(child.as_ref()))
+    plan.children().into_iter().try_for_each(|child| check_physical(child.as_ref()))
 }

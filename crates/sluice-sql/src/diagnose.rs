@@ -26,10 +26,7 @@ pub(crate) fn planning_error(error: &DataFusionError, context: &Context<'_>) -> 
         .filter(|span| span.start.line > 0)
         .map(|span| (span.start.line as usize, span.start.column as usize));
     if let Some((name, suggestion)) = unknown_function(error) {
-        let diagnostic = located(
-            Diagnostic::new("", format!("unknown function \"{name}\"")),
-            span,
-        );
+        let diagnostic = located(Diagnostic::new("", format!("unknown function \"{name}\"")), span);
         return match suggestion {
             Some(suggestion) => diagnostic.suggest(format!("did you mean \"{suggestion}\"?")),
             None => diagnostic,
@@ -37,10 +34,7 @@ pub(crate) fn planning_error(error: &DataFusionError, context: &Context<'_>) -> 
     }
     let diagnostic = match root {
         DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
-            SchemaError::FieldNotFound {
-                field,
-                valid_fields,
-            } => {
+            SchemaError::FieldNotFound { field, valid_fields } => {
                 let mut names: Vec<&str> = valid_fields.iter().map(|c| c.name.as_str()).collect();
                 names.dedup();
                 let shown = match &field.relation {
@@ -48,11 +42,8 @@ pub(crate) fn planning_error(error: &DataFusionError, context: &Context<'_>) -> 
                     None => field.name.clone(),
                 };
                 let at = span.or_else(|| context.text.find(context.statement, &[&field.name]));
-                return located(
-                    Diagnostic::new("", format!("unknown column \"{shown}\"")),
-                    at,
-                )
-                .suggest_closest(&field.name, names);
+                return located(Diagnostic::new("", format!("unknown column \"{shown}\"")), at)
+                    .suggest_closest(&field.name, names);
             }
             _ => Diagnostic::new("", clean(&root.message())),
         },
@@ -76,11 +67,7 @@ pub(crate) fn planning_error(error: &DataFusionError, context: &Context<'_>) -> 
     };
     let span = span.or_else(|| {
         let filter = diagnostic.message.starts_with("Cannot create filter");
-        if filter {
-            context.text.find(context.statement, &["WHERE"])
-        } else {
-            None
-        }
+        if filter { context.text.find(context.statement, &["WHERE"]) } else { None }
     });
     located(diagnostic, span)
 }
@@ -95,11 +82,7 @@ pub(crate) fn syntax_error(error: &ParserError, end: Option<Position>) -> Diagno
         }
     };
     let (text, at) = split_position(&raw);
-    let at = at.or(if text.ends_with("found: EOF") {
-        end
-    } else {
-        None
-    });
+    let at = at.or(if text.ends_with("found: EOF") { end } else { None });
     let message = match text.strip_prefix("Expected: ") {
         Some(rest) => match rest.split_once(", found: ") {
             Some((expected, found)) => format!("syntax error: expected {expected}, found {found}"),
@@ -113,10 +96,7 @@ pub(crate) fn syntax_error(error: &ParserError, end: Option<Position>) -> Diagno
 /// Cleans a DataFusion message for a user: drops error-kind prefixes, backtraces, the "file a
 /// bug" boilerplate and line breaks.
 pub(crate) fn clean(message: &str) -> String {
-    let mut text = message
-        .split(DataFusionError::BACK_TRACE_SEP)
-        .next()
-        .unwrap_or(message);
+    let mut text = message.split(DataFusionError::BACK_TRACE_SEP).next().unwrap_or(message);
     if let Some((before, _)) = text.split_once(".\nThis issue was likely caused by a bug") {
         text = before;
     }
@@ -154,24 +134,16 @@ fn without_debug_output(text: &str) -> String {
 /// The table name of a "table not found" error, if that is what `error` is.
 fn unknown_table(error: &DataFusionError) -> Option<String> {
     let message = error.diagnostic()?.message.as_str();
-    let name = message
-        .strip_prefix("table '")?
-        .strip_suffix("' not found")?;
+    let name = message.strip_prefix("table '")?.strip_suffix("' not found")?;
     Some(name.to_owned())
 }
 
 /// The name of an unknown function, and DataFusion's guess of the intended one.
 fn unknown_function(error: &DataFusionError) -> Option<(String, Option<String>)> {
     let diagnostic = error.diagnostic()?;
-    let name = diagnostic
-        .message
-        .strip_prefix("Invalid function '")?
-        .strip_suffix('\'')?;
+    let name = diagnostic.message.strip_prefix("Invalid function '")?.strip_suffix('\'')?;
     let suggestion = diagnostic.notes.iter().find_map(|note| {
-        let guess = note
-            .message
-            .strip_prefix("Possible function '")?
-            .strip_suffix('\'')?;
+        let guess = note.message.strip_prefix("Possible function '")?.strip_suffix('\'')?;
         Some(guess.to_owned())
     });
     Some((name.to_owned(), suggestion))
@@ -182,9 +154,7 @@ fn split_position(message: &str) -> (&str, Option<Position>) {
     let Some((text, position)) = message.rsplit_once(" at Line: ") else {
         return (message, None);
     };
-    let mut numbers = position
-        .split(", Column: ")
-        .map(|n| n.trim().parse::<usize>());
+    let mut numbers = position.split(", Column: ").map(|n| n.trim().parse::<usize>());
     match (numbers.next(), numbers.next()) {
         (Some(Ok(line)), Some(Ok(column))) => (text, Some((line, column))),
         _ => (message, None),
@@ -216,25 +186,15 @@ mod tests {
             clean("Error during planning: Cannot coerce Int64 + Utf8.\n\tCandidates: x"),
             "Cannot coerce Int64 + Utf8. Candidates: x"
         );
-        assert_eq!(
-            clean("Arrow error: Cast error: bad value"),
-            "Cast error: bad value"
-        );
+        assert_eq!(clean("Arrow error: Cast error: bad value"), "Cast error: bad value");
     }
 
     #[test]
     fn syntax_errors_say_what_was_expected_and_where() {
-        let error = ParserError::ParserError(
-            "Expected: an expression, found: FROM at Line: 2, Column: 8".into(),
-        );
+        let error =
+            ParserError::ParserError("Expected: an expression, found: FROM at Line: 2, Column: 8".into());
         let diagnostic = syntax_error(&error, None);
-        assert_eq!(
-            diagnostic.message,
-            "syntax error: expected an expression, found FROM"
-        );
-        assert_eq!(
-            diagnostic.location.map(|l| (l.line, l.column)),
-            Some((2, 8))
-        );
+        assert_eq!(diagnostic.message, "syntax error: expected an expression, found FROM");
+        assert_eq!(diagnostic.location.map(|l| (l.line, l.column)), Some((2, 8)));
     }
 }

@@ -17,8 +17,8 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    ReplaceChildrenOptions, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, ReplaceChildrenOptions,
+    SendableRecordBatchStream,
 };
 
 /// A table backed by input `index` of the processor.
@@ -88,12 +88,7 @@ impl InputExec {
             Boundedness::Bounded,
         )
         .with_scheduling_type(SchedulingType::Cooperative);
-        Ok(Self {
-            index,
-            projection,
-            batch: None,
-            properties: Arc::new(properties),
-        })
+        Ok(Self { index, projection, batch: None, properties: Arc::new(properties) })
     }
 
     /// Which of the processor's inputs this leaf reads.
@@ -111,19 +106,12 @@ impl InputExec {
         // operators expect exactly the planned one.
         // A query may read no column at all (`SELECT 'x' FROM t`); the row count still matters.
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema(),
-            projected.columns().to_vec(),
-            &options,
-        )?)
+        Ok(RecordBatch::try_new_with_options(self.schema(), projected.columns().to_vec(), &options)?)
     }
 
     /// A copy of this leaf that emits `batch` (already projected), or nothing.
     pub(crate) fn with_batch(&self, batch: Option<RecordBatch>) -> Self {
-        Self {
-            batch,
-            ..self.clone()
-        }
+        Self { batch, ..self.clone() }
     }
 }
 
@@ -168,16 +156,8 @@ impl ExecutionPlan for InputExec {
         Ok(self)
     }
 
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let batches = self.batch.iter().cloned().collect();
-        Ok(Box::pin(MemoryStream::try_new(
-            batches,
-            self.schema(),
-            None,
-        )?))
+        Ok(Box::pin(MemoryStream::try_new(batches, self.schema(), None)?))
     }
 }

@@ -30,32 +30,18 @@ const KEY_HASH_STATE: RandomState = RandomState::with_seed(0x51_u64);
 pub fn compile_key(expr: &str, schema: &SchemaRef) -> Result<Arc<dyn KeyHasher>, Vec<Diagnostic>> {
     let text = SqlText::new(expr);
     let syntax = |error| vec![syntax_error(&error, text.end())];
-    let mut parser = Parser::new(&GenericDialect {})
-        .try_with_sql(expr)
-        .map_err(syntax)?;
-    let parsed = parser
-        .parse_comma_separated(Parser::parse_expr)
-        .map_err(syntax)?;
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(expr).map_err(syntax)?;
+    let parsed = parser.parse_comma_separated(Parser::parse_expr).map_err(syntax)?;
     parser.expect_token(&Token::EOF).map_err(syntax)?;
 
-    let at = Context {
-        text: &text,
-        statement: 0,
-        tables: &[],
-    };
+    let at = Context { text: &text, statement: 0, tables: &[] };
     let state = SessionContext::new_with_config(crate::session_config()).state();
     let df_schema = DFSchema::try_from(schema.as_ref().clone())
         .map_err(|error| vec![Diagnostic::new("", clean(&error.message()))])?;
     let mut exprs = Vec::with_capacity(parsed.len());
     for sql_expr in parsed {
         let logical = state
-            .create_logical_expr_from_sql_expr(
-                ExprWithAlias {
-                    expr: sql_expr,
-                    alias: None,
-                },
-                &df_schema,
-            )
+            .create_logical_expr_from_sql_expr(ExprWithAlias { expr: sql_expr, alias: None }, &df_schema)
             .map_err(|error| vec![planning_error(&error, &at)])?;
         if is_stateful(&logical) {
             return Err(vec![Diagnostic::new(
@@ -76,11 +62,7 @@ fn is_stateful(expr: &Expr) -> bool {
     let mut stateful = false;
     let _ = expr.apply(|expr| {
         stateful = matches!(expr, Expr::AggregateFunction(_) | Expr::WindowFunction(_));
-        Ok(if stateful {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
+        Ok(if stateful { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     });
     stateful
 }
@@ -102,10 +84,7 @@ impl KeyHasher for KeyExprs {
             .collect::<DfResult<Vec<ArrayRef>>>()
             .and_then(|arrays| create_hashes(&arrays, &KEY_HASH_STATE, hashes).map(|_| ()));
         hashed.map_err(|error| {
-            Error::user(format!(
-                "key expression failed on a batch: {}",
-                clean(&error.find_root().message())
-            ))
+            Error::user(format!("key expression failed on a batch: {}", clean(&error.find_root().message())))
         })
     }
 }

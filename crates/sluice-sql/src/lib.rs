@@ -66,39 +66,26 @@ pub fn plan(sql: &str, inputs: &[SqlInput]) -> Result<SqlProcessor, Vec<Diagnost
     }
     let last = statements.len() - 1;
     for (index, statement) in statements.into_iter().enumerate() {
-        let at = Context {
-            text: &text,
-            statement: index,
-            tables: &tables,
-        };
+        let at = Context { text: &text, statement: index, tables: &tables };
         let statement = statement_kind(statement, index == last, &at)?;
         check::check_syntax(&statement).map_err(|u| vec![u.diagnostic(&text, index)])?;
         let state = context.state();
-        let logical =
-            block_on(state.statement_to_plan(DfStatement::Statement(Box::new(statement))))
-                .map_err(|error| vec![planning_error(&error, &at)])?;
+        let logical = block_on(state.statement_to_plan(DfStatement::Statement(Box::new(statement))))
+            .map_err(|error| vec![planning_error(&error, &at)])?;
         match logical {
             LogicalPlan::Ddl(DdlStatement::CreateView(view)) => {
                 check::check_logical(&view.input).map_err(|u| vec![u.diagnostic(&text, index)])?;
-                if tables
-                    .iter()
-                    .any(|table| TableReference::from(table.as_str()) == view.name)
+                if tables.iter().any(|table| TableReference::from(table.as_str()) == view.name)
                     || (!view.or_replace && context.table_exist(view.name.clone()).unwrap_or(false))
                 {
                     let message = format!(
                         "a table or view named \"{}\" already exists; choose another name",
                         view.name
                     );
-                    return Err(vec![at_statement(
-                        Diagnostic::new("", message),
-                        &text,
-                        index,
-                    )]);
+                    return Err(vec![at_statement(Diagnostic::new("", message), &text, index)]);
                 }
-                let table: Arc<dyn TableProvider> = Arc::new(ViewTable::new(
-                    view.input.as_ref().clone(),
-                    view.definition.clone(),
-                ));
+                let table: Arc<dyn TableProvider> =
+                    Arc::new(ViewTable::new(view.input.as_ref().clone(), view.definition.clone()));
                 context
                     .register_table(view.name.clone(), table)
                     .map_err(|error| vec![planning_error(&error, &at)])?;
@@ -107,13 +94,8 @@ pub fn plan(sql: &str, inputs: &[SqlInput]) -> Result<SqlProcessor, Vec<Diagnost
                 check::check_logical(&logical).map_err(|u| vec![u.diagnostic(&text, index)])?;
                 let physical = block_on(state.create_physical_plan(&logical))
                     .map_err(|error| vec![planning_error(&error, &at)])?;
-                check::check_physical(physical.as_ref())
-                    .map_err(|u| vec![u.diagnostic(&text, index)])?;
-                return Ok(SqlProcessor::new(
-                    physical,
-                    inputs.len(),
-                    context.task_ctx(),
-                ));
+                check::check_physical(physical.as_ref()).map_err(|u| vec![u.diagnostic(&text, index)])?;
+                return Ok(SqlProcessor::new(physical, inputs.len(), context.task_ctx()));
             }
         }
     }
@@ -145,10 +127,7 @@ pub(crate) fn session_config() -> SessionConfig {
 fn session(inputs: &[SqlInput]) -> Result<SessionContext, Vec<Diagnostic>> {
     let context = SessionContext::new_with_config(session_config());
     let invalid = |table: &str, reason: String| {
-        vec![Diagnostic::new(
-            "",
-            format!("input table name \"{table}\" is not usable in SQL: {reason}"),
-        )]
+        vec![Diagnostic::new("", format!("input table name \"{table}\" is not usable in SQL: {reason}"))]
     };
     for (index, input) in inputs.iter().enumerate() {
         let reference = TableReference::parse_str(&input.table);
@@ -178,9 +157,7 @@ fn parse(sql: &str, text: &SqlText) -> Result<Vec<DfStatement>, Vec<Diagnostic>>
         .with_dialect(&GenericDialect {})
         .build()
         .map_err(|error| vec![to_diagnostic(error)])?;
-    let statements = parser
-        .parse_statements()
-        .map_err(|error| vec![to_diagnostic(error)])?;
+    let statements = parser.parse_statements().map_err(|error| vec![to_diagnostic(error)])?;
     Ok(statements.into_iter().collect())
 }
 
@@ -190,10 +167,7 @@ fn statement_kind(
     is_last: bool,
     at: &Context<'_>,
 ) -> Result<Statement, Vec<Diagnostic>> {
-    let keyword = at
-        .text
-        .statement_keyword(at.statement)
-        .unwrap_or_else(|| "this".into());
+    let keyword = at.text.statement_keyword(at.statement).unwrap_or_else(|| "this".into());
     let statement = match statement {
         DfStatement::Statement(statement) => Some(*statement),
         _ => None,
@@ -219,11 +193,7 @@ fn statement_kind(
         (None, Some(statement)) => Ok(statement),
         (message, _) => {
             let message = message.unwrap_or_else(|| "unsupported statement".into());
-            Err(vec![at_statement(
-                Diagnostic::new("", message),
-                at.text,
-                at.statement,
-            )])
+            Err(vec![at_statement(Diagnostic::new("", message), at.text, at.statement)])
         }
     }
 }

@@ -47,37 +47,21 @@ enum Program {
     /// Filters and projections over one input, evaluated directly.
     Chain { leaf: InputExec, steps: Vec<Step> },
     /// Several programs whose outputs are concatenated (UNION ALL).
-    Union {
-        schema: SchemaRef,
-        branches: Vec<Program>,
-    },
+    Union { schema: SchemaRef, branches: Vec<Program> },
     /// Any other stateless plan, executed by DataFusion per batch.
     Plan(Arc<dyn ExecutionPlan>),
 }
 
 enum Step {
-    Filter {
-        predicate: Arc<dyn PhysicalExpr>,
-        projection: Option<ProjectionRef>,
-    },
-    Project {
-        exprs: Vec<Arc<dyn PhysicalExpr>>,
-        schema: SchemaRef,
-    },
+    Filter { predicate: Arc<dyn PhysicalExpr>, projection: Option<ProjectionRef> },
+    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
 }
 
 impl SqlProcessor {
     /// Wraps a checked, stateless physical plan over `inputs` inputs.
     pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, inputs: usize, task: Arc<TaskContext>) -> Self {
         let program = compile(&plan).unwrap_or(Program::Plan(Arc::clone(&plan)));
-        Self {
-            compiled: Arc::new(Compiled {
-                schema: plan.schema(),
-                inputs,
-                program,
-                task,
-            }),
-        }
+        Self { compiled: Arc::new(Compiled { schema: plan.schema(), inputs, program, task }) }
     }
 
     /// Whether the plan runs as a direct chain of expressions (true) or through DataFusion's
@@ -101,12 +85,7 @@ impl Processor for SqlProcessor {
         Arc::clone(&self.compiled.schema)
     }
 
-    fn process(
-        &mut self,
-        input: usize,
-        batch: RecordBatch,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
+    fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let compiled = &*self.compiled;
         if input >= compiled.inputs {
             return Err(Error::internal(format!(
@@ -121,10 +100,7 @@ impl Processor for SqlProcessor {
             .and_then(|()| conform(&compiled.schema, &mut out[start..]))
             .map_err(|error| {
                 out.truncate(start);
-                Error::user(format!(
-                    "SQL failed on a batch: {}",
-                    clean(&error.find_root().message())
-                ))
+                Error::user(format!("SQL failed on a batch: {}", clean(&error.find_root().message())))
             })
     }
 
@@ -145,56 +121,29 @@ fn conform(schema: &SchemaRef, batches: &mut [RecordBatch]) -> DfResult<()> {
 
 fn with_schema(schema: &SchemaRef, batch: &RecordBatch) -> DfResult<RecordBatch> {
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        batch.columns().to_vec(),
-        &options,
-    )?)
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), batch.columns().to_vec(), &options)?)
 }
 
 /// The direct form of a plan, if it has one.
 fn compile(plan: &Arc<dyn ExecutionPlan>) -> Option<Program> {
     if let Some(leaf) = plan.downcast_ref::<InputExec>() {
-        return Some(Program::Chain {
-            leaf: leaf.clone(),
-            steps: Vec::new(),
-        });
+        return Some(Program::Chain { leaf: leaf.clone(), steps: Vec::new() });
     }
     if plan.is::<EmptyExec>() {
-        return Some(Program::Union {
-            schema: plan.schema(),
-            branches: Vec::new(),
-        });
+        return Some(Program::Union { schema: plan.schema(), branches: Vec::new() });
     }
     if let Some(union) = plan.downcast_ref::<UnionExec>() {
-        let branches = union
-            .inputs()
-            .iter()
-            .map(compile)
-            .collect::<Option<Vec<_>>>()?;
-        return Some(Program::Union {
-            schema: plan.schema(),
-            branches,
-        });
+        let branches = union.inputs().iter().map(compile).collect::<Option<Vec<_>>>()?;
+        return Some(Program::Union { schema: plan.schema(), branches });
     }
     let step = if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         if filter.fetch().is_some() {
             return None;
         }
-        Step::Filter {
-            predicate: Arc::clone(filter.predicate()),
-            projection: filter.projection().clone(),
-        }
+        Step::Filter { predicate: Arc::clone(filter.predicate()), projection: filter.projection().clone() }
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let exprs = projection
-            .expr()
-            .iter()
-            .map(|e| Arc::clone(&e.expr))
-            .collect();
-        Step::Project {
-            exprs,
-            schema: plan.schema(),
-        }
+        let exprs = projection.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
+        Step::Project { exprs, schema: plan.schema() }
     } else {
         return None;
     };
@@ -249,10 +198,7 @@ impl Program {
 impl Step {
     fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
         match self {
-            Step::Filter {
-                predicate,
-                projection,
-            } => {
+            Step::Filter { predicate, projection } => {
                 let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
                 let batch = match projection {
                     Some(columns) => batch.project(columns)?,
@@ -267,11 +213,7 @@ impl Step {
                     .map(|expr| expr.evaluate(&batch)?.into_array(rows))
                     .collect::<DfResult<Vec<ArrayRef>>>()?;
                 let options = RecordBatchOptions::new().with_row_count(Some(rows));
-                Ok(RecordBatch::try_new_with_options(
-                    Arc::clone(schema),
-                    columns,
-                    &options,
-                )?)
+                Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
             }
         }
     }

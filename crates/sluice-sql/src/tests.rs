@@ -18,10 +18,7 @@ fn bids_schema() -> SchemaRef {
 }
 
 fn bids() -> Vec<SqlInput> {
-    vec![SqlInput {
-        table: "bids".into(),
-        schema: bids_schema(),
-    }]
+    vec![SqlInput { table: "bids".into(), schema: bids_schema() }]
 }
 
 fn bids_batch() -> RecordBatch {
@@ -71,18 +68,12 @@ fn projection_and_filter_give_hand_computed_rows() {
     let processor = plan(sql, &bids()).unwrap();
     assert!(processor.is_direct());
     let schema = processor.output_schema();
-    assert_eq!(
-        schema.field(0),
-        &Field::new("auction", DataType::Int64, false)
-    );
+    assert_eq!(schema.field(0), &Field::new("auction", DataType::Int64, false));
     assert_eq!(schema.field(1).data_type(), &DataType::Float64);
     let out = run(sql, &bids(), 0, bids_batch());
     assert_eq!(out.len(), 1);
     let batch = &out[0];
-    assert_eq!(
-        batch.column(0).as_primitive::<Int64Type>().values(),
-        &[1, 3]
-    );
+    assert_eq!(batch.column(0).as_primitive::<Int64Type>().values(), &[1, 3]);
     let doubled = batch.column(1).as_primitive::<Float64Type>();
     assert_eq!(doubled, &Float64Array::from(vec![20.5, 60.5]));
     let who = batch.column(2).as_string::<i32>();
@@ -92,30 +83,14 @@ fn projection_and_filter_give_hand_computed_rows() {
 
 #[test]
 fn constant_columns_keep_one_row_per_input_row() {
-    let out = run(
-        "SELECT 'x' AS tag, 1 + 1 AS two FROM bids",
-        &bids(),
-        0,
-        bids_batch(),
-    );
+    let out = run("SELECT 'x' AS tag, 1 + 1 AS two FROM bids", &bids(), 0, bids_batch());
     assert_eq!(out[0].num_rows(), 3);
-    assert_eq!(
-        out[0].column(1).as_primitive::<Int64Type>().values(),
-        &[2, 2, 2]
-    );
+    assert_eq!(out[0].column(1).as_primitive::<Int64Type>().values(), &[2, 2, 2]);
 }
 
 #[test]
 fn filter_that_keeps_nothing_emits_nothing() {
-    assert!(
-        run(
-            "SELECT auction FROM bids WHERE price > 1000",
-            &bids(),
-            0,
-            bids_batch()
-        )
-        .is_empty()
-    );
+    assert!(run("SELECT auction FROM bids WHERE price > 1000", &bids(), 0, bids_batch()).is_empty());
 }
 
 #[test]
@@ -132,37 +107,24 @@ fn unnest_runs_through_the_plan() {
             (0..batch.num_rows()).map(move |i| (auctions.value(i), tags.value(i).to_owned()))
         })
         .collect();
-    assert_eq!(
-        rows,
-        vec![(1, "a".into()), (1, "b".into()), (3, "c".into())]
-    );
+    assert_eq!(rows, vec![(1, "a".into()), (1, "b".into()), (3, "c".into())]);
 }
 
 #[test]
 fn union_all_over_two_inputs_routes_each_batch_to_its_branch() {
     let inputs = vec![
-        SqlInput {
-            table: "bids".into(),
-            schema: bids_schema(),
-        },
-        SqlInput {
-            table: "nx.bid".into(),
-            schema: bids_schema(),
-        },
+        SqlInput { table: "bids".into(), schema: bids_schema() },
+        SqlInput { table: "nx.bid".into(), schema: bids_schema() },
     ];
     let sql = "SELECT auction FROM bids WHERE price > 15 \
                UNION ALL SELECT auction + 100 FROM nx.bid";
     let from_first = run(sql, &inputs, 0, bids_batch());
-    let values: Vec<i64> = from_first
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect();
+    let values: Vec<i64> =
+        from_first.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
     assert_eq!(values, vec![3]);
     let from_second = run(sql, &inputs, 1, bids_batch());
-    let values: Vec<i64> = from_second
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect();
+    let values: Vec<i64> =
+        from_second.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
     assert_eq!(values, vec![101, 102, 103]);
 }
 
@@ -178,13 +140,9 @@ fn chained_views_feed_the_final_query() {
 #[test]
 fn failing_cast_is_a_user_error() {
     let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
-    let inputs = vec![SqlInput {
-        table: "t".into(),
-        schema: Arc::clone(&schema),
-    }];
+    let inputs = vec![SqlInput { table: "t".into(), schema: Arc::clone(&schema) }];
     let mut processor = plan("SELECT CAST(s AS INT) AS n FROM t", &inputs).unwrap();
-    let batch =
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["12", "x"]))]).unwrap();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["12", "x"]))]).unwrap();
     let error = processor.process(0, batch, &mut Vec::new()).unwrap_err();
     assert_eq!(error.kind(), sluice_runtime::ErrorKind::User);
     assert!(error.to_string().contains("'x'"), "{error}");
@@ -196,31 +154,11 @@ const SUFFIX: &str = ": stateless SQL only (projections, filters, functions, CAS
 #[test]
 fn stateful_constructs_are_rejected_with_their_position() {
     let cases = [
-        (
-            "SELECT bidder, count(*) FROM bids GROUP BY bidder",
-            "GROUP BY aggregation",
-            (1, 35),
-        ),
-        (
-            "SELECT count(*) FROM bids",
-            "the aggregate function count()",
-            (1, 8),
-        ),
-        (
-            "SELECT DISTINCT bidder FROM bids",
-            "SELECT DISTINCT",
-            (1, 8),
-        ),
-        (
-            "SELECT row_number() OVER () FROM bids",
-            "a window function (OVER)",
-            (1, 21),
-        ),
-        (
-            "SELECT * FROM bids a JOIN bids b ON a.auction = b.auction",
-            "JOIN",
-            (1, 22),
-        ),
+        ("SELECT bidder, count(*) FROM bids GROUP BY bidder", "GROUP BY aggregation", (1, 35)),
+        ("SELECT count(*) FROM bids", "the aggregate function count()", (1, 8)),
+        ("SELECT DISTINCT bidder FROM bids", "SELECT DISTINCT", (1, 8)),
+        ("SELECT row_number() OVER () FROM bids", "a window function (OVER)", (1, 21)),
+        ("SELECT * FROM bids a JOIN bids b ON a.auction = b.auction", "JOIN", (1, 22)),
         ("SELECT * FROM bids ORDER BY price", "ORDER BY", (1, 20)),
         ("SELECT * FROM bids LIMIT 3", "LIMIT", (1, 20)),
         (
@@ -233,19 +171,11 @@ fn stateful_constructs_are_rejected_with_their_position() {
             "UNION without ALL (it removes duplicate rows; UNION ALL keeps them)",
             (1, 26),
         ),
-        (
-            "SELECT auction FROM bids INTERSECT SELECT auction FROM bids",
-            "INTERSECT",
-            (1, 26),
-        ),
+        ("SELECT auction FROM bids INTERSECT SELECT auction FROM bids", "INTERSECT", (1, 26)),
     ];
     for (sql, construct, position) in cases {
         let diagnostic = error(sql);
-        assert_eq!(
-            diagnostic.message,
-            format!("{construct} is not supported yet{SUFFIX}"),
-            "{sql}"
-        );
+        assert_eq!(diagnostic.message, format!("{construct} is not supported yet{SUFFIX}"), "{sql}");
         assert_eq!(at(&diagnostic), Some(position), "{sql}");
         assert_eq!(diagnostic.path, "");
     }
@@ -253,26 +183,15 @@ fn stateful_constructs_are_rejected_with_their_position() {
 
 #[test]
 fn clock_functions_and_queries_without_input_are_rejected() {
-    assert!(
-        error("SELECT now() FROM bids")
-            .message
-            .starts_with("now is not supported yet")
-    );
-    assert!(
-        error("SELECT 1")
-            .message
-            .starts_with("a SELECT without FROM is not supported")
-    );
+    assert!(error("SELECT now() FROM bids").message.starts_with("now is not supported yet"));
+    assert!(error("SELECT 1").message.starts_with("a SELECT without FROM is not supported"));
 }
 
 #[test]
 fn unknown_column_is_located_with_a_suggestion() {
     let diagnostic = error("SELECT auction,\n  prise * 2 FROM bids");
     assert_eq!(diagnostic.message, "unknown column \"prise\"");
-    assert_eq!(
-        diagnostic.suggestion.as_deref(),
-        Some("did you mean \"price\"?")
-    );
+    assert_eq!(diagnostic.suggestion.as_deref(), Some("did you mean \"price\"?"));
     assert_eq!(at(&diagnostic), Some((2, 3)));
 }
 
@@ -280,10 +199,7 @@ fn unknown_column_is_located_with_a_suggestion() {
 fn unknown_column_in_where_is_located() {
     let diagnostic = error("SELECT auction FROM bids WHERE biddr = 'x'");
     assert_eq!(diagnostic.message, "unknown column \"biddr\"");
-    assert_eq!(
-        diagnostic.suggestion.as_deref(),
-        Some("did you mean \"bidder\"?")
-    );
+    assert_eq!(diagnostic.suggestion.as_deref(), Some("did you mean \"bidder\"?"));
     assert_eq!(at(&diagnostic), Some((1, 32)));
 }
 
@@ -295,20 +211,14 @@ fn unknown_table_names_the_inputs() {
         "unknown table \"bidz\": a SQL processor reads the tables named in its `inputs` (bids) \
          and the views it creates"
     );
-    assert_eq!(
-        diagnostic.suggestion.as_deref(),
-        Some("did you mean \"bids\"?")
-    );
+    assert_eq!(diagnostic.suggestion.as_deref(), Some("did you mean \"bids\"?"));
     assert_eq!(at(&diagnostic), Some((1, 21)));
 }
 
 #[test]
 fn syntax_error_says_what_was_expected_and_where() {
     let diagnostic = error("SELECT auction\nFROM bids WHERE");
-    assert_eq!(
-        diagnostic.message,
-        "syntax error: expected an expression, found EOF"
-    );
+    assert_eq!(diagnostic.message, "syntax error: expected an expression, found EOF");
     assert_eq!(at(&diagnostic), Some((2, 16)));
 }
 
@@ -319,8 +229,7 @@ fn errors_in_later_statements_are_positioned_in_the_whole_text() {
     assert_eq!(diagnostic.message, "unknown column \"prise\"");
     assert_eq!(at(&diagnostic), Some((2, 17)));
 
-    let sql =
-        "CREATE VIEW v AS SELECT auction FROM bids;\n\nSELECT auction FROM v GROUP BY auction";
+    let sql = "CREATE VIEW v AS SELECT auction FROM bids;\n\nSELECT auction FROM v GROUP BY auction";
     let diagnostic = error(sql);
     assert_eq!(at(&diagnostic), Some((3, 23)));
 }
@@ -334,34 +243,18 @@ fn statements_other_than_views_and_a_final_query_are_rejected() {
          are not allowed"
     );
     let diagnostic = error("DROP TABLE bids; SELECT auction FROM bids");
-    assert!(
-        diagnostic
-            .message
-            .starts_with("only CREATE VIEW statements may come before")
-    );
+    assert!(diagnostic.message.starts_with("only CREATE VIEW statements may come before"));
     assert_eq!(at(&diagnostic), Some((1, 1)));
     let diagnostic = error("CREATE VIEW v AS SELECT auction FROM bids");
-    assert!(
-        diagnostic
-            .message
-            .starts_with("the SQL ends with CREATE VIEW")
-    );
+    assert!(diagnostic.message.starts_with("the SQL ends with CREATE VIEW"));
 }
 
 #[test]
 fn type_errors_are_cleaned_up() {
     let diagnostic = error("SELECT upper(auction, 1) FROM bids");
-    assert!(
-        !diagnostic.message.contains("Error during planning"),
-        "{}",
-        diagnostic.message
-    );
+    assert!(!diagnostic.message.contains("Error during planning"), "{}", diagnostic.message);
     let diagnostic = error("SELECT auction + bidder FROM bids");
-    assert!(
-        !diagnostic.message.contains("Error during planning"),
-        "{}",
-        diagnostic.message
-    );
+    assert!(!diagnostic.message.contains("Error during planning"), "{}", diagnostic.message);
     assert!(!diagnostic.message.contains('\n'));
 }
 
@@ -369,10 +262,7 @@ fn type_errors_are_cleaned_up() {
 fn unknown_functions_and_bad_filters_are_explained() {
     let diagnostic = error("SELECT uper(bidder) FROM bids");
     assert_eq!(diagnostic.message, "unknown function \"uper\"");
-    assert_eq!(
-        diagnostic.suggestion.as_deref(),
-        Some("did you mean \"upper\"?")
-    );
+    assert_eq!(diagnostic.suggestion.as_deref(), Some("did you mean \"upper\"?"));
     assert_eq!(at(&diagnostic), Some((1, 8)));
 
     let diagnostic = error("SELECT auction FROM bids WHERE bidder");
@@ -383,10 +273,7 @@ fn unknown_functions_and_bad_filters_are_explained() {
     assert_eq!(at(&diagnostic), Some((1, 26)));
 
     let diagnostic = error("SELECT substr(bidder) FROM bids");
-    assert_eq!(
-        diagnostic.message,
-        "Substring without for/from is not valid"
-    );
+    assert_eq!(diagnostic.message, "Substring without for/from is not valid");
 }
 
 #[test]
@@ -405,10 +292,7 @@ fn key_hashes_agree_across_compilations_and_batches() {
     assert_ne!(a[0], a[1]);
 
     let diagnostic = compile_key("bider", &schema).err().unwrap().remove(0);
-    assert_eq!(
-        diagnostic.suggestion.as_deref(),
-        Some("did you mean \"bidder\"?")
-    );
+    assert_eq!(diagnostic.suggestion.as_deref(), Some("did you mean \"bidder\"?"));
     assert_eq!(at(&diagnostic), Some((1, 1)));
     assert!(compile_key("count(auction)", &schema).is_err());
 }
@@ -433,36 +317,22 @@ fn per_batch_cost() {
         Field::new("price", DataType::Int64, true),
         Field::new("bidder", DataType::Utf8, true),
     ]));
-    let inputs = vec![SqlInput {
-        table: "bids".into(),
-        schema: Arc::clone(&schema),
-    }];
+    let inputs = vec![SqlInput { table: "bids".into(), schema: Arc::clone(&schema) }];
     let batch = |rows: i64| {
         RecordBatch::try_new(
             Arc::clone(&schema),
             vec![
                 Arc::new(Int64Array::from_iter_values(0..rows)),
                 Arc::new(Int64Array::from_iter_values((0..rows).map(|i| i % 100))),
-                Arc::new(StringArray::from_iter_values(
-                    (0..rows).map(|i| format!("b{}", i % 50)),
-                )),
+                Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("b{}", i % 50)))),
             ],
         )
         .unwrap()
     };
     let queries = [
-        (
-            "projection+filter",
-            "SELECT auction, price * 2 AS p FROM bids WHERE price > 10",
-        ),
-        (
-            "project+filter+upper",
-            "SELECT auction, upper(bidder) AS b FROM bids WHERE price > 10",
-        ),
-        (
-            "general (unnest)",
-            "SELECT auction, unnest(make_array(price, price)) AS p FROM bids",
-        ),
+        ("projection+filter", "SELECT auction, price * 2 AS p FROM bids WHERE price > 10"),
+        ("project+filter+upper", "SELECT auction, upper(bidder) AS b FROM bids WHERE price > 10"),
+        ("general (unnest)", "SELECT auction, unnest(make_array(price, price)) AS p FROM bids"),
     ];
     for (name, sql) in queries {
         let mut processor = plan(sql, &inputs).unwrap();

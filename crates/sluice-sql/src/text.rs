@@ -18,9 +18,7 @@ pub(crate) struct SqlText {
 impl SqlText {
     /// Tokenizes `sql`; text that does not tokenize gives no positions (the parser reports it).
     pub(crate) fn new(sql: &str) -> Self {
-        let tokens = Tokenizer::new(&GenericDialect {}, sql)
-            .tokenize_with_location()
-            .unwrap_or_default();
+        let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location().unwrap_or_default();
         let mut statements = Vec::new();
         let mut start = 0;
         let mut meaningful = false;
@@ -45,9 +43,7 @@ impl SqlText {
 
     fn words(&self, statement: usize) -> impl Iterator<Item = &TokenWithSpan> {
         let range = self.statements.get(statement).cloned().unwrap_or(0..0);
-        self.tokens[range]
-            .iter()
-            .filter(|token| !matches!(token.token, Token::Whitespace(_)))
+        self.tokens[range].iter().filter(|token| !matches!(token.token, Token::Whitespace(_)))
     }
 
     /// Just past the last token that is not whitespace.
@@ -80,13 +76,10 @@ impl SqlText {
             .windows(sequence.len().max(1))
             .find(|window| {
                 window.len() == sequence.len()
-                    && window
-                        .iter()
-                        .zip(sequence)
-                        .all(|(token, expected)| match &token.token {
-                            Token::Word(word) => word.value.eq_ignore_ascii_case(expected),
-                            _ => false,
-                        })
+                    && window.iter().zip(sequence).all(|(token, expected)| match &token.token {
+                        Token::Word(word) => word.value.eq_ignore_ascii_case(expected),
+                        _ => false,
+                    })
             })
             .map(|window| position(window[0]))
     }
@@ -103,8 +96,7 @@ mod tests {
 
     #[test]
     fn splits_statements_and_finds_words() {
-        let text =
-            SqlText::new("CREATE VIEW v AS SELECT a FROM t;\n  SELECT b\n  FROM v GROUP  BY b;");
+        let text = SqlText::new("CREATE VIEW v AS SELECT a FROM t;\n  SELECT b\n  FROM v GROUP  BY b;");
         assert_eq!(text.statement_start(1), Some((2, 3)));
         assert_eq!(text.find(1, &["group", "by"]), Some((3, 10)));
         assert_eq!(text.find(0, &["group", "by"]), None);

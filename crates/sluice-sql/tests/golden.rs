@@ -55,14 +55,8 @@ fn load_case(dir: &Path) -> Case {
             )
         })
         .collect();
-    let sql = pipeline["processors"][0]["sql"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Case {
-        sql,
-        schema: Arc::new(Schema::new(fields)),
-    }
+    let sql = pipeline["processors"][0]["sql"].as_str().unwrap().to_owned();
+    Case { sql, schema: Arc::new(Schema::new(fields)) }
 }
 
 fn read_input(dir: &Path, schema: &SchemaRef) -> Vec<RecordBatch> {
@@ -82,11 +76,7 @@ fn to_json(batches: &[RecordBatch]) -> Vec<Value> {
     }
     writer.finish().unwrap();
     let bytes = writer.into_inner();
-    String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Rows as sorted canonical strings, floats rounded so 1e-9 relative differences vanish.
@@ -103,10 +93,7 @@ fn canonical(rows: &[Value]) -> Vec<String> {
             }
             Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
             Value::Object(map) => Value::Object(
-                map.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), normalize(v)))
-                    .collect(),
+                map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), normalize(v))).collect(),
             ),
             other => other.clone(),
         }
@@ -114,12 +101,8 @@ fn canonical(rows: &[Value]) -> Vec<String> {
     let mut rows: Vec<String> = rows
         .iter()
         .map(|row| {
-            let sorted: BTreeMap<_, _> = row
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), normalize(v)))
-                .collect();
+            let sorted: BTreeMap<_, _> =
+                row.as_object().unwrap().iter().map(|(k, v)| (k.clone(), normalize(v))).collect();
             serde_json::to_string(&sorted).unwrap()
         })
         .collect();
@@ -140,10 +123,7 @@ fn golden_cases_match_duckdb() {
     for dir in &dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let case = load_case(dir);
-        let inputs = [SqlInput {
-            table: "input".into(),
-            schema: Arc::clone(&case.schema),
-        }];
+        let inputs = [SqlInput { table: "input".into(), schema: Arc::clone(&case.schema) }];
         let mut processor = match plan(&case.sql, &inputs) {
             Ok(processor) => processor,
             Err(diagnostics) => {
@@ -162,9 +142,7 @@ fn golden_cases_match_duckdb() {
             .collect();
         let (actual, expected) = (canonical(&to_json(&out)), canonical(&expected));
         if actual != expected {
-            failures.push(format!(
-                "{name}:\n  actual:   {actual:?}\n  expected: {expected:?}"
-            ));
+            failures.push(format!("{name}:\n  actual:   {actual:?}\n  expected: {expected:?}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

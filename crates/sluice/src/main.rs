@@ -1,1 +1,60 @@
-fn main() {}
+//! `sluice`: the one binary. Subcommands are roles (`run` executes a pipeline in this process)
+//! and tools (`validate`, `bench`). Glue only: parsing arguments, printing, exit codes; the work
+//! lives in the library crates.
+
+mod commands;
+mod plan;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: self-serve stream processing. Pipelines of SQL between sources and sinks.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log as JSON lines instead of text (logs go to stderr; `RUST_LOG` sets the level).
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until its bounded sources end, or until Ctrl-C / SIGTERM.
+    Run(commands::run::RunArgs),
+    /// Check a pipeline spec without running it: YAML, structure, connector options, SQL.
+    Validate(commands::validate::ValidateArgs),
+    /// Measure throughput on built-in workloads.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Validate(args) => commands::validate::validate(args),
+        Command::Bench(args) => commands::bench::bench(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
 
 use super::Failure;
 use crate::batch::Batch;
@@ -25,29 +25,33 @@ pub(crate) fn key_by<'scope>(
 ) -> Stream<'scope, u64, Batch> {
     let peers = stream.scope().peers();
     let node = node.to_owned();
-    stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, &format!("KeyBy({node})"), move |_, _| {
-        let mut hashes = Vec::new();
-        move |input, output| {
-            let busy = Instant::now();
-            input.for_each(|capability, data| {
-                let Some(batch) = data.take() else { return };
-                if failure.has_failed() {
-                    return;
-                }
-                let parts = hasher
-                    .hash_rows(&batch, &mut hashes)
-                    .and_then(|()| split_by_hash(&batch, &hashes, peers));
-                match parts {
-                    Ok(parts) => {
-                        let mut session = output.session(&capability);
-                        for mut part in parts {
-                            session.give_container(&mut part);
-                        }
+    stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(
+        Pipeline,
+        &format!("KeyBy({node})"),
+        move |_, _| {
+            let mut hashes = Vec::new();
+            move |input, output| {
+                let busy = Instant::now();
+                input.for_each(|capability, data| {
+                    let Some(batch) = data.take() else { return };
+                    if failure.has_failed() {
+                        return;
                     }
-                    Err(error) => failure.record(&node, error.context("evaluating key_by")),
-                }
-            });
-            metrics.busy_since(busy);
-        }
-    })
+                    let parts = hasher
+                        .hash_rows(&batch, &mut hashes)
+                        .and_then(|()| split_by_hash(&batch, &hashes, peers));
+                    match parts {
+                        Ok(parts) => {
+                            let mut session = output.session(&capability);
+                            for mut part in parts {
+                                session.give_container(&mut part);
+                            }
+                        }
+                        Err(error) => failure.record(&node, error.context("evaluating key_by")),
+                    }
+                });
+                metrics.busy_since(busy);
+            }
+        },
+    )
 }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::Stream;
 use timely::progress::operate::FrontierInterest;
 
 use super::Failure;

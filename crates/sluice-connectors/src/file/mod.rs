@@ -1,0 +1,183 @@
+//! The `file` connector: JSON Lines and CSV files as a source (a file or a folder, optionally
+//! followed for new files) and as a sink (atomically committed part files per worker).
+
+mod sink;
+mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use serde::Deserialize;
+use sluice_runtime::connector::{Sink, Source};
+use sluice_spec::Diagnostic;
+
+use crate::format::TextFormat;
+use crate::{SinkRequest, SourceRequest, arrow_schema, options, resolve};
+
+pub use sink::FileSink;
+pub use source::FileSource;
+
+/// Options of the `file` source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceOptions {
+    /// A file, or a folder whose regular, non-hidden files are read in name order. Relative to
+    /// the spec file's folder. Required.
+    pub path: Option<String>,
+    /// `jsonl` or `csv`; by default from the file extension (`.jsonl`, `.ndjson`, `.json`,
+    /// `.csv`).
+    pub format: Option<TextFormat>,
+    /// Keep watching the folder for new files and new lines (unbounded); default `false`.
+    pub follow: Option<bool>,
+    /// How often to look for new data when following, in milliseconds; default 1000.
+    pub poll_interval_ms: Option<u64>,
+    /// CSV settings, checked as [`CsvOptions`] (kept raw here so that its keys are checked one
+    /// by one too).
+    pub csv: Option<serde_json::Value>,
+}
+
+/// Option names of the `file` source.
+pub const SOURCE_OPTIONS: &[&str] = &["path", "format", "follow", "poll_interval_ms", "csv"];
+
+/// CSV settings of the `file` source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Whether the first line of each file names the columns (and is skipped); default `true`.
+    pub header: Option<bool>,
+    /// The one-character field separator; default `,`.
+    pub delimiter: Option<String>,
+}
+
+/// Option names under `csv`.
+pub const CSV_OPTIONS: &[&str] = &["header", "delimiter"];
+
+/// Options of the `file` sink.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkOptions {
+    /// The folder part files are written to (created if missing). Required.
+    pub path: Option<String>,
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<TextFormat>,
+    /// Commit the open part file at the end of an epoch once it is this old; default 10,000.
+    pub roll_interval_ms: Option<u64>,
+    /// Commit the open part file at the end of an epoch once it is this big; default 128 MiB.
+    pub roll_bytes: Option<u64>,
+}
+
+/// Option names of the `file` sink.
+pub const SINK_OPTIONS: &[&str] = &["path", "format", "roll_interval_ms", "roll_bytes"];
+
+/// What the file source was configured with, once checked.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceConfig {
+    pub path: PathBuf,
+    pub format: TextFormat,
+    pub follow: bool,
+    pub poll_interval_ms: u64,
+    pub header: bool,
+    pub delimiter: u8,
+    pub schema: SchemaRef,
+}
+
+/// Builds the file source from its request.
+pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diagnostic>> {
+    let options = options::parse::<FileSourceOptions>(request.options, SOURCE_OPTIONS, "options")?;
+    let mut diagnostics = Vec::new();
+    let csv = match &options.csv {
+        Some(value) => match options::parse::<CsvOptions>(value, CSV_OPTIONS, "options.csv") {
+            Ok(csv) => csv,
+            Err(errors) => {
+                diagnostics.extend(errors);
+                CsvOptions::default()
+            }
+        },
+        None => CsvOptions::default(),
+    };
+    let delimiter = match csv.delimiter.as_deref() {
+        None => b',',
+        Some(text) if text.len() == 1 => text.as_bytes()[0],
+        Some(text) => {
+            diagnostics.push(Diagnostic::new(
+                "options.csv.delimiter",
+                format!("the delimiter must be a single ASCII character, found \"{text}\""),
+            ));
+            b','
+        }
+    };
+    let Some(path) = options.path.as_deref() else {
+        diagnostics.push(options::missing("options", "path"));
+        return Err(diagnostics);
+    };
+    let path = resolve(request.base_dir, path);
+    let format = match options.format.or_else(|| format_from_extension(&path)) {
+        Some(format) => format,
+        None => {
+            diagnostics.push(
+                Diagnostic::new(
+                    "options.format",
+                    format!("cannot tell the format of \"{}\" from its extension", path.display()),
+                )
+                .suggest("set `format: jsonl` or `format: csv`"),
+            );
+            return Err(diagnostics);
+        }
+    };
+    if options.poll_interval_ms == Some(0) {
+        diagnostics.push(Diagnostic::new("options.poll_interval_ms", "must be at least 1"));
+    }
+    let header = csv.header.unwrap_or(true);
+    let schema = match (request.schema, request.infer_schema) {
+        (Some(fields), _) => Some(arrow_schema(fields)),
+        (None, true) => match source::infer_schema(&path, format, header, delimiter) {
+            Ok(schema) => Some(schema),
+            Err(message) => {
+                diagnostics.push(Diagnostic::new("infer_schema", message));
+                None
+            }
+        },
+        (None, false) => {
+            diagnostics.push(
+                Diagnostic::new("schema", "the file source needs a schema")
+                    .suggest("declare `schema:` or set `infer_schema: true`"),
+            );
+            None
+        }
+    };
+    match schema {
+        Some(schema) if diagnostics.is_empty() => Ok(Arc::new(FileSource::new(SourceConfig {
+            path,
+            format,
+            follow: options.follow.unwrap_or(false),
+            poll_interval_ms: options.poll_interval_ms.unwrap_or(1000),
+            header,
+            delimiter,
+            schema,
+        }))),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Builds the file sink from its request.
+pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic>> {
+    let options = options::parse::<FileSinkOptions>(request.options, SINK_OPTIONS, "options")?;
+    let Some(path) = options.path.as_deref() else {
+        return Err(vec![options::missing("options", "path")]);
+    };
+    Ok(Arc::new(FileSink::new(
+        resolve(request.base_dir, path),
+        options.format.unwrap_or_default(),
+        options.roll_interval_ms.unwrap_or(10_000),
+        options.roll_bytes.unwrap_or(128 * 1024 * 1024),
+    )))
+}
+
+fn format_from_extension(path: &Path) -> Option<TextFormat> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "jsonl" | "ndjson" | "json" => Some(TextFormat::Jsonl),
+        "csv" => Some(TextFormat::Csv),
+        _ => None,
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of the connectors through the registry, as the runtime uses them; one
+//! topic module per file under `connectors/`.
+
+#[path = "connectors/datagen.rs"]
+mod datagen;
+#[path = "connectors/file_sink.rs"]
+mod file_sink;
+#[path = "connectors/file_source.rs"]
+mod file_source;
+#[path = "connectors/nexmark.rs"]
+mod nexmark;
+#[path = "connectors/options.rs"]
+mod options;
+#[path = "connectors/support.rs"]
+mod support;

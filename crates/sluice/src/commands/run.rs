@@ -1,0 +1,138 @@
+//! `sluice run`: plan a spec and execute it in this process (optionally as one of several
+//! processes in timely's cluster mode), with a live status line and a summary at the end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sluice_runtime::{RunOptions, Runtime, Topology};
+
+use crate::plan::plan_file;
+use crate::report::{LiveStatus, print_summary};
+
+/// Arguments of `sluice run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline spec (YAML).
+    pub pipeline: PathBuf,
+    /// Worker threads in this process (default: the number of cores).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Number of processes in the cluster (each started with the same spec and `--peers`).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    #[arg(long, default_value_t = 0)]
+    pub process_id: usize,
+    /// `host:port` of every process, comma-separated, in process order.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Epochs a source may run ahead of the slowest sink (bounds memory).
+    #[arg(long, default_value_t = 4)]
+    pub max_epochs_in_flight: u64,
+    /// No live status line and no summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The topology these arguments ask for, checked.
+    pub fn topology(&self) -> anyhow::Result<Topology> {
+        let workers = match self.workers {
+            Some(0) => bail!("--workers must be at least 1"),
+            Some(workers) => workers,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        if self.processes == 0 {
+            bail!("--processes must be at least 1");
+        }
+        if self.processes == 1 && self.peers.is_empty() {
+            return Ok(Topology::Local { workers });
+        }
+        if self.peers.len() != self.processes {
+            bail!(
+                "--peers lists {} address(es) but --processes is {}; give one host:port per process, e.g. --peers 127.0.0.1:7001,127.0.0.1:7002",
+                self.peers.len(),
+                self.processes
+            );
+        }
+        if self.process_id >= self.processes {
+            bail!(
+                "--process-id {} is out of range for --processes {} (use 0..{})",
+                self.process_id,
+                self.processes,
+                self.processes
+            );
+        }
+        Ok(Topology::Cluster { workers, process: self.process_id, addresses: self.peers.clone() })
+    }
+}
+
+/// Runs `sluice run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let topology = args.topology()?;
+    let planned = match plan_file(&args.pipeline) {
+        Ok(planned) => planned,
+        Err(diagnostics) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{}: {diagnostic}", args.pipeline.display());
+            }
+            eprintln!("pipeline is not valid; nothing was run (check it with `sluice validate`)");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let name = planned.spec.name.clone();
+    let runtime = Runtime::new(planned.graph).context("preparing the pipeline")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone())?;
+    let options =
+        RunOptions { topology: topology.clone(), max_epochs_in_flight: args.max_epochs_in_flight, stop };
+    let status = (!args.quiet).then(|| LiveStatus::start(runtime.metrics().clone()));
+    let result = runtime.run(&options);
+    drop(status);
+    match result {
+        Ok(report) => {
+            if !args.quiet {
+                print_summary(&name, &topology, &report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: pipeline \"{name}\" failed: {}", error.report());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// First Ctrl-C or SIGTERM: stop gracefully (sources end, sinks commit). Second: exit now.
+fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                    return;
+                };
+                for _ in 0..2 {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    if stop.swap(true, Ordering::SeqCst) {
+                        eprintln!("\nstopping now");
+                        std::process::exit(130);
+                    }
+                    eprintln!("\nstopping gracefully: draining and committing sinks (press Ctrl-C again to exit now)");
+                }
+            });
+        })
+        .context("starting the signal handler")?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! End-to-end tests of the `sluice` binary: real processes, real files, real threads and
+//! sockets. Topic modules below; shared helpers here.
+
+mod dead_letters;
+mod examples;
+mod golden;
+mod lifecycle;
+mod parallel;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A command running the `sluice` binary under test.
+pub fn sluice() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `sluice` with `args`, returning its output.
+pub fn run_sluice(args: &[&str], dir: &Path) -> Output {
+    sluice().args(args).current_dir(dir).output().expect("start sluice")
+}
+
+/// Asserts the process succeeded, showing its stderr otherwise.
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Copies directory `from` into a fresh temporary directory and returns it.
+pub fn copy_to_temp(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(from, dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy file");
+        }
+    }
+}
+
+/// Visible (non-hidden) files of a directory, sorted.
+pub fn visible_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.is_file() && !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every JSON line of every visible file in `dir` (recursively for one level of folders).
+pub fn read_json_lines(dir: &Path) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for file in visible_files(dir) {
+        let text = std::fs::read_to_string(&file).expect("read output file");
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            rows.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: bad JSON line {line:?}: {e}", file.display())),
+            );
+        }
+    }
+    rows
+}
+
+/// Rows rendered canonically and sorted, for order-insensitive comparison.
+pub fn canonical(rows: &[Value]) -> Vec<String> {
+    let mut rendered: Vec<String> =
+        rows.iter().map(|row| serde_json::to_string(row).expect("render")).collect();
+    rendered.sort();
+    rendered
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}

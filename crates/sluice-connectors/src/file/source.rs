@@ -250,10 +250,16 @@ fn reason(error: &ArrowError) -> String {
     let text = error.to_string();
     for prefix in ["Json error: ", "Csv error: ", "Parser error: ", "Invalid argument error: "] {
         if let Some(rest) = text.strip_prefix(prefix) {
-            return rest.to_owned();
+            return not_json(rest);
         }
     }
-    text
+    not_json(&text)
+}
+
+/// Arrow's JSON tokenizer says "Encountered unexpected 'h' whilst parsing literal"; say first
+/// that the line is not JSON at all, as opposed to JSON that does not fit the schema.
+fn not_json(reason: &str) -> String {
+    if reason.starts_with("Encountered ") { format!("not valid JSON: {reason}") } else { reason.to_owned() }
 }
 
 /// The file itself, or the regular, non-hidden files of a folder in name order.

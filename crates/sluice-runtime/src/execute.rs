@@ -143,8 +143,12 @@ impl Runtime {
             }
         })
         .map_err(|message| Error::user(format!("starting workers: {message}")))?;
-        for result in guards.join() {
-            result.map_err(|panic| Error::internal(format!("a worker thread panicked: {panic}")))?;
+        // A worker or communication thread that panics (e.g. a peer process died) makes timely
+        // panic again while joining; turn that into an error instead of aborting the caller.
+        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+        let abnormal = || Error::internal("worker threads stopped abnormally (see the panic message above)");
+        for result in joined.map_err(|_| abnormal())? {
+            result.map_err(|_| abnormal())?;
         }
         if let Some(error) = failure.take() {
             return Err(error);

@@ -110,3 +110,29 @@ pub fn count(value: u64) -> String {
     }
     out
 }
+
+/// Replaces the panic message of timely's communication threads, which panic when a peer
+/// process goes away, with an explanation and a fix; other panics keep the default report.
+pub fn explain_panics() {
+    let default = std::panic::take_hook();
+    let explained = AtomicBool::new(false);
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let lost_peer = message.starts_with("timely communication error")
+            || message.contains("MergeQueue poisoned")
+            || message.starts_with("Send thread panic");
+        if !lost_peer {
+            default(info);
+        } else if !explained.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "error: lost the connection to a peer process ({message}); a cluster cannot continue \
+                 without all its processes: stop the others and start all of them again"
+            );
+        }
+    }));
+}

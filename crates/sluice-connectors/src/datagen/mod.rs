@@ -2,7 +2,7 @@
 //! (ranges, string lengths, value lists, null rates, sequences).
 //!
 //! Row `i` depends only on the seed and `i`; rows are split over workers in chunks (see
-//! [`crate::schedule`]), so the union over workers does not depend on their number.
+//! `schedule`), so the union over workers does not depend on their number.
 
 mod column;
 

@@ -2,7 +2,7 @@
 //! bids, with the ids, proportions and event times of the reference generator.
 //!
 //! Event `n`'s content depends only on the seed and `n`; events are split over workers in chunks
-//! (see [`crate::schedule`]). Columns are generated straight into Arrow buffers; strings come
+//! (see `schedule`). Columns are generated straight into Arrow buffers; strings come
 //! from pools built once per source, so a bid costs no allocation.
 
 pub mod model;

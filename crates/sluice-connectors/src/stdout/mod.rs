@@ -83,5 +83,10 @@ impl SinkWriter for StdoutWriter {
 }
 
 fn stdout_error(error: std::io::Error) -> Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        return Error::user(
+            "standard output was closed by the program reading it (e.g. `| head`), so the pipeline stops",
+        );
+    }
     Error::external("writing to standard output", error)
 }

@@ -65,6 +65,8 @@ struct Cursor {
     reader: Option<BufReader<File>>,
     /// Bounded mode: read to the end.
     done: bool,
+    /// CSV with a header: whether the header line (the first non-blank one) was skipped.
+    header_seen: bool,
 }
 
 struct FileReader {
@@ -133,7 +135,7 @@ impl FileReader {
                 index % worker.peers.max(1) == worker.index
             };
             if mine && self.known.insert(path.clone()) {
-                self.files.push(Cursor { path, offset: 0, line: 0, reader: None, done: false });
+                self.files.push(Cursor { path, offset: 0, line: 0, reader: None, done: false, header_seen: false });
             }
         }
         Ok(())
@@ -177,7 +179,9 @@ impl FileReader {
                 end -= 1;
             }
             let blank = lines.bytes[start..end].iter().all(u8::is_ascii_whitespace);
-            if blank || (skip_header && cursor.line == 1) {
+            let header = !blank && skip_header && !cursor.header_seen;
+            if blank || header {
+                cursor.header_seen |= header;
                 lines.bytes.truncate(start);
                 continue;
             }
@@ -189,18 +193,36 @@ impl FileReader {
     }
 
     /// Decodes `lines` as one batch; if that fails, line by line, reporting the bad ones.
+    /// Every line must yield exactly one record: a line holding two JSON values, or a CSV
+    /// line split by a stray `\r` or joined to the next by an open quote, is a bad line, never
+    /// extra or missing records.
     fn decode(&mut self, path: &Path, lines: &Lines) -> Result<Option<RecordBatch>> {
-        if let Ok(batch) = self.decode_bytes(&lines.bytes, lines.spans.len()) {
+        let all_sound = lines.spans.iter().all(|&(_, start, end)| self.line_problem(&lines.bytes[start..end]).is_none());
+        if all_sound
+            && let Ok(batch) = self.decode_bytes(&lines.bytes, lines.spans.len())
+            && batch.num_rows() == lines.spans.len()
+        {
             return Ok(Some(batch));
         }
         let mut good = Vec::new();
         for &(line, start, end) in &lines.spans {
-            match self.decode_bytes(&lines.bytes[start..=end], 1) {
+            let decoded = match self.line_problem(&lines.bytes[start..end]) {
+                Some(problem) => Err(problem),
+                None => match self.decode_bytes(&lines.bytes[start..=end], 1) {
+                    Ok(batch) if batch.num_rows() == 1 => Ok(batch),
+                    Ok(batch) => Err(format!(
+                        "the line holds {} records; each line must hold exactly one",
+                        batch.num_rows()
+                    )),
+                    Err(error) => Err(reason(&error)),
+                },
+            };
+            match decoded {
                 Ok(batch) => good.push(batch),
-                Err(error) => self.context.dead_letters.report(DeadLetter {
+                Err(reason) => self.context.dead_letters.report(DeadLetter {
                     position: format!("{}:{line}", path.display()),
                     raw: lines.bytes[start..end].to_vec(),
-                    reason: reason(&error),
+                    reason,
                 })?,
             }
         }
@@ -208,6 +230,13 @@ impl FileReader {
             return Ok(None);
         }
         Ok(Some(concat_batches(&self.config.schema, &good)?))
+    }
+
+    /// A problem visible in the raw line before decoding it.
+    fn line_problem(&self, line: &[u8]) -> Option<String> {
+        let quotes = line.iter().filter(|&&b| b == b'"').count();
+        (self.config.format == TextFormat::Csv && quotes % 2 == 1)
+            .then(|| "unterminated quote: quoted CSV fields cannot span lines".to_owned())
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
@@ -233,7 +262,8 @@ impl FileReader {
                 while !rest.is_empty() {
                     let consumed = decoder.decode(rest)?;
                     if consumed == 0 {
-                        break;
+                        // The decoder is full: there are more records than lines.
+                        return Err(ArrowError::CsvError("more records than lines".into()));
                     }
                     rest = &rest[consumed..];
                 }

@@ -189,3 +189,50 @@ fn a_missing_file_is_an_external_error_naming_it() {
     assert_eq!(error.kind(), sluice_runtime::ErrorKind::External);
     assert!(error.report().contains("missing.jsonl"), "{}", error.report());
 }
+
+/// Regression: a line holding several records (two JSON values, a CSV line split by a stray
+/// `\r`) or a CSV line whose quote runs into the next lines must be one dead letter, never
+/// extra, missing or merged records.
+#[test]
+fn every_line_is_exactly_one_record_or_one_dead_letter() {
+    let (_dir, base) = temp();
+    let fields = schema();
+
+    std::fs::write(base.join("two.jsonl"), "{\"id\": 1}\n{\"id\": 2} {\"id\": 3}\n{\"id\": 4}\n").unwrap();
+    let json_source = source("file", json!({"path": "two.jsonl"}), Some(&fields), false, &base);
+    let dl = base.join("dl-json.jsonl");
+    let rows = json_values(&drain(json_source.as_ref(), 0, 1, vec![true], &dl).outputs[0]);
+    let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 4]);
+    let letters = dead_letter_lines(&dl);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["raw"], "{\"id\": 2} {\"id\": 3}");
+
+    let csv = "id,name,price\n1,\"a\n2,b,2\n3,c,3\r4,d,4\n5,e,5\n";
+    std::fs::write(base.join("odd.csv"), csv).unwrap();
+    let csv_source = source("file", json!({"path": "odd.csv"}), Some(&fields), false, &base);
+    let dl = base.join("dl-csv.jsonl");
+    let rows = json_values(&drain(csv_source.as_ref(), 0, 1, vec![true], &dl).outputs[0]);
+    let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [2, 5], "the good lines around the bad ones");
+    let letters = dead_letter_lines(&dl);
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("unterminated quote"), "{reasons:?}");
+    assert!(reasons[1].contains("holds 2 records"), "{reasons:?}");
+    assert_eq!(rows.len() + letters.len(), csv.lines().count() - 1, "one outcome per data line");
+}
+
+/// Regression: blank lines before a CSV header must not turn the header into a record.
+#[test]
+fn csv_header_after_blank_lines_is_still_the_header() {
+    let (_dir, base) = temp();
+    std::fs::write(base.join("in.csv"), "\n\nid,name,price\n1,a,1.5\n").unwrap();
+    let fields = schema();
+    let source = source("file", json!({"path": "in.csv"}), Some(&fields), false, &base);
+    let dl = base.join("dl.jsonl");
+    let rows = json_values(&drain(source.as_ref(), 0, 1, vec![true], &dl).outputs[0]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], 1);
+    assert!(dead_letter_lines(&dl).is_empty());
+}

@@ -2,7 +2,7 @@
 //! sources end (or a stop is requested), and reports metrics and the first failure.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,7 @@ pub struct Runtime {
     graph: Arc<PipelineGraph>,
     metrics: MetricsRegistry,
     dead_letters: Vec<(String, Arc<DeadLetterCounts>)>,
+    first_failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl Runtime {
@@ -114,7 +115,14 @@ impl Runtime {
             };
             metrics.register(&node.name, role);
         }
-        Ok(Self { graph: Arc::new(graph), metrics, dead_letters })
+        Ok(Self { graph: Arc::new(graph), metrics, dead_letters, first_failure: Arc::default() })
+    }
+
+    /// The first failure of the current run, while it is still running down. In cluster mode
+    /// the stop it triggers is local to this process: peers' sources keep running, so the
+    /// caller may need to leave the cluster (exit) once it has given the pipeline time to drain.
+    pub fn failure(&self) -> Option<String> {
+        self.first_failure.lock().ok().and_then(|first| first.as_ref().map(Error::report))
     }
 
     /// Live metrics of this process.
@@ -125,7 +133,7 @@ impl Runtime {
     /// Runs to completion: until bounded sources end, `options.stop` is set, or a node fails.
     pub fn run(&self, options: &RunOptions) -> Result<RunReport> {
         let started = Instant::now();
-        let failure = Failure::new(options.stop.clone());
+        let failure = Failure::new(self.first_failure.clone(), options.stop.clone());
         let shared = Arc::new(WorkerShared {
             graph: self.graph.clone(),
             metrics: self.metrics.clone(),
@@ -146,12 +154,13 @@ impl Runtime {
         // A worker or communication thread that panics (e.g. a peer process died) makes timely
         // panic again while joining; turn that into an error instead of aborting the caller.
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+        // A recorded failure explains whatever went wrong with the threads afterwards.
+        if let Some(error) = failure.take() {
+            return Err(error);
+        }
         let abnormal = || Error::internal("worker threads stopped abnormally (see the panic message above)");
         for result in joined.map_err(|_| abnormal())? {
             result.map_err(|_| abnormal())?;
-        }
-        if let Some(error) = failure.take() {
-            return Err(error);
         }
         Ok(RunReport {
             operators: self.metrics.snapshot(),

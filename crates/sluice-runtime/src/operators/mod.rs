@@ -19,8 +19,9 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn new(stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self { first: Arc::default(), stop }
+    /// A failure slot `first` (shared with whoever watches the run) and the run's stop flag.
+    pub(crate) fn new(first: Arc<Mutex<Option<Error>>>, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { first, stop }
     }
 
     /// Records `error` for node `node` and asks every source to stop.

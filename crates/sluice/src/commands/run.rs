@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -91,7 +92,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options =
         RunOptions { topology: topology.clone(), max_epochs_in_flight: args.max_epochs_in_flight, stop };
     let status = (!args.quiet).then(|| LiveStatus::start(runtime.metrics().clone()));
-    let result = runtime.run(&options);
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        if matches!(topology, Topology::Cluster { .. }) {
+            scope.spawn(|| leave_cluster_after_failure(&runtime, &name, &finished));
+        }
+        let result = runtime.run(&options);
+        finished.store(true, Ordering::SeqCst);
+        result
+    });
     drop(status);
     match result {
         Ok(report) => {
@@ -103,6 +112,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(error) => {
             eprintln!("error: pipeline \"{name}\" failed: {}", error.report());
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// How long a failed cluster process tries to drain before it leaves the cluster.
+const DRAIN_AFTER_FAILURE: Duration = Duration::from_secs(3);
+
+/// A failure stops this process's sources only; its peers keep theirs running, so it can never
+/// drain. After a grace period, report the failure and exit: the peers then see the connection
+/// close and stop too, instead of everyone waiting forever.
+fn leave_cluster_after_failure(runtime: &Runtime, name: &str, finished: &AtomicBool) {
+    let mut failed_at: Option<Instant> = None;
+    while !finished.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(report) = runtime.failure() {
+            let since = *failed_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAIN_AFTER_FAILURE && !finished.load(Ordering::SeqCst) {
+                eprintln!("error: pipeline \"{name}\" failed: {report}");
+                eprintln!("leaving the cluster so that the other processes stop too");
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -93,3 +93,61 @@ fn one_worker_two_workers_and_two_processes_agree() {
         "expected part files from both workers"
     );
 }
+
+/// Regression: a failure in one process stopped only that process's sources, so a cluster with
+/// an endless source hung forever. Now the failed process leaves the cluster and every process
+/// exits non-zero, the failed one naming the node and the cause.
+#[test]
+fn a_failure_in_one_process_stops_the_whole_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        r#"
+name: cluster-failure
+epoch_ms: 50
+sources:
+  - name: g
+    connector: datagen
+    schema: [{name: a, type: int64, nullable: false}]
+    options: {rows_per_second: 1000, fields: {a: {sequence: true}}}
+processors:
+  - name: p
+    inputs: [g]
+    sql: SELECT 10 / (a - 5) AS x FROM g
+sinks:
+  - name: out
+    connector: blackhole
+    inputs: [p]
+"#,
+    )
+    .unwrap();
+    let peers = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let mut children: Vec<_> = (0..2)
+        .map(|process| {
+            sluice()
+                .args(["run", "pipeline.yaml", "--workers", "1", "-q", "--processes", "2"])
+                .args(["--process-id", &process.to_string(), "--peers", &peers])
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start process")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while children.iter_mut().any(|child| child.try_wait().unwrap().is_none()) {
+        if std::time::Instant::now() > deadline {
+            for child in &mut children {
+                let _ = child.kill();
+            }
+            panic!("the cluster did not stop within 60 s after a failure");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let outputs: Vec<_> = children.into_iter().map(|child| child.wait_with_output().unwrap()).collect();
+    for output in &outputs {
+        assert!(!output.status.success(), "every process must report the failure");
+    }
+    let stderr: String = outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
+    assert!(stderr.contains("node \"p\": SQL failed on a batch: Divide by zero"), "{stderr}");
+}

@@ -87,6 +87,13 @@ pub trait SourceReader {
 pub trait Sink: Send + Sync {
     /// Creates the writer for one worker; `schema` is the schema of the batches it will receive.
     fn open(&self, context: SinkContext) -> Result<Box<dyn SinkWriter>>;
+
+    /// Something this sink must own alone, such as an output folder, named so that two sinks
+    /// of one pipeline claiming the same thing can be rejected before they corrupt each other's
+    /// output. Default: nothing.
+    fn exclusive_target(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a worker's sink writer gets from the runtime.

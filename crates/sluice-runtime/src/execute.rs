@@ -2,8 +2,8 @@
 //! sources end (or a stop is requested), and reports metrics and the first failure.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Pipeline;

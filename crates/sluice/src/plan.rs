@@ -166,6 +166,7 @@ impl Planner<'_> {
     }
 
     fn sinks(&mut self) {
+        let mut claimed: HashMap<String, String> = HashMap::new();
         for (index, sink) in self.spec.sinks.iter().enumerate() {
             let path = format!("sinks[{index}]");
             let request = SinkRequest { name: &sink.name, options: &sink.options, base_dir: self.base_dir };
@@ -178,6 +179,19 @@ impl Planner<'_> {
                     continue;
                 }
             };
+            if let Some(target) = built.exclusive_target() {
+                if let Some(owner) = claimed.get(&target) {
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            format!("{path}.options"),
+                            format!("sink \"{}\" writes to the same {target} as sink \"{owner}\"", sink.name),
+                        )
+                        .suggest("give each sink its own destination"),
+                    );
+                    continue;
+                }
+                claimed.insert(target, sink.name.clone());
+            }
             let Some(inputs) = inputs else { continue };
             let schema = inputs[0].1.clone();
             if let Some((position, _)) =

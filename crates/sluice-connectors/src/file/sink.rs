@@ -32,6 +32,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
+    fn exclusive_target(&self) -> Option<String> {
+        // `components()` drops `.` segments and trailing slashes: `out` and `./out/` are one folder.
+        Some(format!("folder {}", self.dir.components().collect::<PathBuf>().display()))
+    }
+
     fn open(&self, context: SinkContext) -> Result<Box<dyn SinkWriter>> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::external(format!("creating {}", self.dir.display()), e))?;

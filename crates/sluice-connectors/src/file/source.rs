@@ -135,7 +135,14 @@ impl FileReader {
                 index % worker.peers.max(1) == worker.index
             };
             if mine && self.known.insert(path.clone()) {
-                self.files.push(Cursor { path, offset: 0, line: 0, reader: None, done: false, header_seen: false });
+                self.files.push(Cursor {
+                    path,
+                    offset: 0,
+                    line: 0,
+                    reader: None,
+                    done: false,
+                    header_seen: false,
+                });
             }
         }
         Ok(())
@@ -197,7 +204,8 @@ impl FileReader {
     /// line split by a stray `\r` or joined to the next by an open quote, is a bad line, never
     /// extra or missing records.
     fn decode(&mut self, path: &Path, lines: &Lines) -> Result<Option<RecordBatch>> {
-        let all_sound = lines.spans.iter().all(|&(_, start, end)| self.line_problem(&lines.bytes[start..end]).is_none());
+        let all_sound =
+            lines.spans.iter().all(|&(_, start, end)| self.line_problem(&lines.bytes[start..end]).is_none());
         if all_sound
             && let Ok(batch) = self.decode_bytes(&lines.bytes, lines.spans.len())
             && batch.num_rows() == lines.spans.len()

@@ -91,6 +91,19 @@ sinks:
         &[r#"processors[0].inputs[1]: cycle: a -> b -> a"#],
     ),
     (
+        r#"
+name: shared-folder
+sources:
+  - {name: gen, connector: datagen, schema: [{name: n, type: int64}], options: {count: 1}}
+sinks:
+  - {name: a, connector: file, inputs: [gen], options: {path: out}}
+  - {name: b, connector: file, inputs: [gen], options: {path: ./out/}}
+"#,
+        &[
+            r#"sinks[1].options: sink "b" writes to the same folder <dir>/out as sink "a"; give each sink its own destination"#,
+        ],
+    ),
+    (
         "name: [unclosed\n",
         &[
             "2:1: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 1 column 7",
@@ -113,8 +126,11 @@ fn validate_reports_exactly_the_expected_problems() {
         }
         assert_eq!(output.status.code(), Some(1), "case {index}: exit code\n{stdout}");
         let summary = lines.pop().unwrap_or_default();
-        let problems: Vec<&str> =
-            lines.iter().map(|line| line.strip_prefix("spec.yaml: ").unwrap_or(line)).collect();
+        let folder = dir.path().canonicalize().unwrap().display().to_string();
+        let problems: Vec<String> = lines
+            .iter()
+            .map(|line| line.strip_prefix("spec.yaml: ").unwrap_or(line).replace(&folder, "<dir>"))
+            .collect();
         assert_eq!(problems, *expected, "case {index}");
         let plural = if expected.len() == 1 { "" } else { "s" };
         assert_eq!(summary, format!("{} error{plural} found", expected.len()));

@@ -85,6 +85,17 @@ impl PipelineGraph {
                         node.name, input.node
                     )));
                 }
+                let outputs = match &self.nodes[input.node].kind {
+                    NodeKind::Source { source, .. } => source.outputs().len(),
+                    NodeKind::Processor { .. } => 1,
+                    NodeKind::Sink { .. } => 0,
+                };
+                if input.output >= outputs {
+                    return Err(crate::Error::internal(format!(
+                        "node {} reads output {} of node {}, which has {outputs}",
+                        node.name, input.output, self.nodes[input.node].name
+                    )));
+                }
             }
         }
         Ok(())

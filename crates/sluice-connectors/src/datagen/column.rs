@@ -26,6 +26,9 @@ const DEFAULT_MIN_TIMESTAMP: i64 = 1_704_067_200_000;
 /// 2024-12-31T23:59:59.999 in milliseconds.
 const DEFAULT_MAX_TIMESTAMP: i64 = 1_735_689_599_999;
 const DEFAULT_LENGTH: usize = 8;
+/// Longest generated string: a batch of 4096 such values stays far below Arrow's 2 GiB limit
+/// for one string column.
+const MAX_LENGTH: u64 = 64 * 1024;
 const ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 /// How one column's values are made.
@@ -252,6 +255,12 @@ fn range_kind(data_type: &DataType, options: &FieldOptions, path: &str) -> Resul
     let is_text = matches!(data_type, DataType::Utf8 | DataType::Binary);
     if options.length.is_some() && !is_text {
         diagnostics.push(not_for("length", "string and binary"));
+    }
+    if let Some(length) = options.length.filter(|&length| length > MAX_LENGTH) {
+        diagnostics.push(Diagnostic::new(
+            format!("{path}.length"),
+            format!("length {length} is too long; generated strings can be at most {MAX_LENGTH} bytes"),
+        ));
     }
     let ranged =
         is_integer || matches!(data_type, DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _));

@@ -78,6 +78,16 @@ fn bad_source_configs_get_exact_diagnostics() {
             ],
         ),
         (
+            // Regression: a huge length overflowed Arrow's string offsets (a panic) or memory.
+            "datagen",
+            json!({"fields": {"name": {"length": 600000}}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.fields.name.length: length 600000 is too long; generated strings can be at most 65536 bytes",
+            ],
+        ),
+        (
             "file",
             json!({"format": "xml", "follow": "yes"}),
             Some(&fields),

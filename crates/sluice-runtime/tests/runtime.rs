@@ -121,6 +121,7 @@ impl KeyHasher for ModTen {
 struct Collect {
     rows: Arc<Mutex<Vec<i64>>>,
     finished: Arc<Mutex<usize>>,
+    completed_epochs: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Sink for Collect {
@@ -134,6 +135,10 @@ impl SinkWriter for Collect {
         let column = batch.column(0);
         let values = column.as_any().downcast_ref::<Int64Array>().expect("int64 column");
         self.rows.lock().expect("lock").extend(values.iter().flatten());
+        Ok(())
+    }
+    fn epoch_complete(&mut self, epoch: u64) -> Result<()> {
+        self.completed_epochs.lock().expect("lock").push(epoch);
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {
@@ -252,4 +257,7 @@ fn stop_ends_an_unbounded_pipeline_and_flushes_sinks() {
     assert_eq!(*built.sink.finished.lock().unwrap(), 2);
     let source = report.operators.iter().find(|o| o.name == "numbers").unwrap();
     assert_eq!(source.records_out, rows, "everything produced before the stop reaches the sink");
+    // Epochs of 20 ms over ~300 ms: the two workers' sinks hear of several completed epochs.
+    let epochs = built.sink.completed_epochs.lock().unwrap().clone();
+    assert!(epochs.len() >= 2 * 3, "sinks should hear of completed epochs: {epochs:?}");
 }

@@ -79,6 +79,14 @@ sinks:
     assert_eq!(values.len(), rows.len(), "no duplicates");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("stopping gracefully"), "{stderr}");
+    // Nothing read before the stop is lost: the sink has every row the source emitted.
+    let emitted: u64 = stderr
+        .lines()
+        .find(|line| line.starts_with("ticks "))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .map(|count| count.replace(',', "").parse().unwrap())
+        .unwrap_or_else(|| panic!("no summary line for the source:\n{stderr}"));
+    assert_eq!(rows.len() as u64, emitted, "rows written = rows the source emitted");
 }
 
 #[test]

@@ -242,9 +242,11 @@ impl FileReader {
 
     /// A problem visible in the raw line before decoding it.
     fn line_problem(&self, line: &[u8]) -> Option<String> {
+        if self.config.format != TextFormat::Csv {
+            return None;
+        }
         let quotes = line.iter().filter(|&&b| b == b'"').count();
-        (self.config.format == TextFormat::Csv && quotes % 2 == 1)
-            .then(|| "unterminated quote: quoted CSV fields cannot span lines".to_owned())
+        (quotes % 2 == 1).then(|| "unterminated quote: quoted CSV fields cannot span lines".to_owned())
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {

@@ -1,4 +1,5 @@
 use serde_json::{Value, json};
+use sluice_runtime::dead_letter::OnError;
 use sluice_spec::{DataType, FieldSpec};
 
 use crate::support::*;
@@ -85,20 +86,8 @@ fn unbounded_datagen_stops_when_asked() {
     let (_dir, base) = temp();
     let fields = schema();
     let source = source("datagen", json!({"rows_per_second": 1000}), Some(&fields), false, &base);
-    let counts = std::sync::Arc::new(sluice_runtime::dead_letter::DeadLetterCounts::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let context = sluice_runtime::connector::SourceContext {
-        worker: sluice_runtime::connector::WorkerPosition { index: 0, peers: 1 },
-        used_outputs: vec![true],
-        dead_letters: sluice_runtime::dead_letter::DeadLetterSink::new(
-            "t",
-            "s",
-            sluice_runtime::dead_letter::OnError::Fail,
-            base.join("dl"),
-            counts,
-        ),
-        stop: stop.clone(),
-    };
+    let context = source_context(0, 1, vec![true], OnError::Fail, &base.join("dl"), stop.clone());
     let mut reader = source.open(context).unwrap();
     let mut out = Vec::new();
     let status = reader.poll(100, &mut out).unwrap();

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use serde_json::json;
+use sluice_runtime::dead_letter::OnError;
 use sluice_spec::{DataType, FieldSpec};
 
 use crate::support::*;
@@ -132,18 +133,7 @@ fn follow_mode_picks_up_new_files_and_lines() {
         &base,
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let context = sluice_runtime::connector::SourceContext {
-        worker: sluice_runtime::connector::WorkerPosition { index: 0, peers: 1 },
-        used_outputs: vec![true],
-        dead_letters: sluice_runtime::dead_letter::DeadLetterSink::new(
-            "t",
-            "s",
-            sluice_runtime::dead_letter::OnError::Fail,
-            base.join("dl"),
-            Default::default(),
-        ),
-        stop: stop.clone(),
-    };
+    let context = source_context(0, 1, vec![true], OnError::Fail, &base.join("dl"), stop.clone());
     let mut reader = source.open(context).unwrap();
     let mut rows = 0;
     let mut poll_until_idle = |reader: &mut Box<dyn sluice_runtime::connector::SourceReader>| {
@@ -172,18 +162,7 @@ fn a_missing_file_is_an_external_error_naming_it() {
     let (_dir, base) = temp();
     let fields = schema();
     let source = source("file", json!({"path": "missing.jsonl"}), Some(&fields), false, &base);
-    let context = sluice_runtime::connector::SourceContext {
-        worker: sluice_runtime::connector::WorkerPosition { index: 0, peers: 1 },
-        used_outputs: vec![true],
-        dead_letters: sluice_runtime::dead_letter::DeadLetterSink::new(
-            "t",
-            "s",
-            sluice_runtime::dead_letter::OnError::Fail,
-            base.join("dl"),
-            Default::default(),
-        ),
-        stop: Default::default(),
-    };
+    let context = source_context(0, 1, vec![true], OnError::Fail, &base.join("dl"), Default::default());
     let mut reader = source.open(context).unwrap();
     let error = reader.poll(100, &mut Vec::new()).unwrap_err();
     assert_eq!(error.kind(), sluice_runtime::ErrorKind::External);

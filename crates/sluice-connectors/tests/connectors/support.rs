@@ -82,6 +82,25 @@ impl Drained {
 }
 
 /// Runs worker `index` of `peers` to the end; dead letters go to `dead_letters`.
+/// The context the runtime would give worker `index` of `peers`: bad records follow `policy`
+/// and go to `dead_letters`; setting `stop` asks the reader to end.
+pub fn source_context(
+    index: usize,
+    peers: usize,
+    used: Vec<bool>,
+    policy: OnError,
+    dead_letters: &Path,
+    stop: Arc<AtomicBool>,
+) -> SourceContext {
+    let counts = Arc::new(DeadLetterCounts::default());
+    SourceContext {
+        worker: WorkerPosition { index, peers },
+        used_outputs: used,
+        dead_letters: DeadLetterSink::new("test", "src", policy, dead_letters.to_path_buf(), counts),
+        stop,
+    }
+}
+
 pub fn drain(
     source: &dyn Source,
     index: usize,
@@ -89,14 +108,7 @@ pub fn drain(
     used: Vec<bool>,
     dead_letters: &Path,
 ) -> Drained {
-    let counts = Arc::new(DeadLetterCounts::default());
-    let sink = DeadLetterSink::new("test", "src", OnError::DeadLetter, dead_letters.to_path_buf(), counts);
-    let context = SourceContext {
-        worker: WorkerPosition { index, peers },
-        used_outputs: used,
-        dead_letters: sink,
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let context = source_context(index, peers, used, OnError::DeadLetter, dead_letters, Arc::default());
     let mut reader = source.open(context).expect("open");
     let mut outputs = vec![Vec::new(); source.outputs().len()];
     let mut out = Vec::new();

@@ -6,6 +6,7 @@ pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod source;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
@@ -15,13 +16,15 @@ use crate::error::Error;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Failure {
     first: Arc<Mutex<Option<Error>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Set with `first`; read lock-free on every batch.
+    failed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Failure {
     /// A failure slot `first` (shared with whoever watches the run) and the run's stop flag.
-    pub(crate) fn new(first: Arc<Mutex<Option<Error>>>, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self { first, stop }
+    pub(crate) fn new(first: Arc<Mutex<Option<Error>>>, stop: Arc<AtomicBool>) -> Self {
+        Self { first, failed: Arc::default(), stop }
     }
 
     /// Records `error` for node `node` and asks every source to stop.
@@ -32,11 +35,12 @@ impl Failure {
         {
             *first = Some(error.context(format!("node \"{node}\"")));
         }
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.failed.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn has_failed(&self) -> bool {
-        self.first.lock().map(|first| first.is_some()).unwrap_or(true)
+        self.failed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn take(&self) -> Option<Error> {

@@ -17,14 +17,17 @@
 
 pub mod data_type;
 pub mod diagnostic;
+mod duration;
 mod graph;
 mod model;
 mod parse;
 
 pub use data_type::DataType;
 pub use diagnostic::{Diagnostic, Location, closest};
+pub use duration::{parse_duration, parse_watermark_sql};
 pub use model::{
-    DEFAULT_EPOCH_MS, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline,
-    ProcessorSpec, SinkSpec, SourceSpec,
+    CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_EPOCH_MS,
+    DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, LookupSpec, MIN_CHECKPOINT_INTERVAL_MS, NodeKind,
+    OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec,
 };
 pub use parse::{parse, parse_partial};

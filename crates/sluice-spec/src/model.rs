@@ -29,6 +29,59 @@ pub struct Pipeline {
     pub processors: Vec<ProcessorSpec>,
     /// Where data goes; at least one.
     pub sinks: Vec<SinkSpec>,
+    /// Tables that SQL can look rows up in (lookup joins); not part of the data flow.
+    pub lookups: Vec<LookupSpec>,
+    /// Checkpointing, if enabled: without it a crash loses the pipeline's state.
+    pub checkpoints: Option<CheckpointSpec>,
+}
+
+/// The default checkpoint interval.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// The shortest allowed checkpoint interval.
+pub const MIN_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// How many complete checkpoints are kept unless set.
+pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
+
+/// How and where a pipeline checkpoints its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointSpec {
+    /// Time between checkpoints, in milliseconds; at least [`MIN_CHECKPOINT_INTERVAL_MS`].
+    pub interval_ms: u64,
+    /// A local directory (relative to the spec's folder) or `s3://bucket/prefix`;
+    /// `checkpoints/<pipeline name>` unless set.
+    pub location: String,
+    /// Complete checkpoints kept; older ones are deleted.
+    pub retain: usize,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000`; `AWS_ENDPOINT_URL` unless set.
+    pub endpoint: Option<String>,
+    /// S3 region; `AWS_REGION` unless set.
+    pub region: Option<String>,
+}
+
+/// How a source's event time and watermarks are defined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatermarkSpec {
+    /// The event-time column: a timestamp, or whole milliseconds since the Unix epoch.
+    pub column: String,
+    /// How far behind the newest event time records may still arrive, in milliseconds: the
+    /// watermark is the largest event time seen minus this.
+    pub max_out_of_orderness_ms: u64,
+    /// A split with no record for this long stops holding the watermark back, in
+    /// milliseconds; `None`: never.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// A table that SQL looks rows up in by key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LookupSpec {
+    /// Table name used in SQL; unique among nodes and lookups.
+    pub name: String,
+    /// Connector name, e.g. `file`.
+    pub connector: String,
+    /// Connector options, a JSON object; checked by the connector.
+    pub options: serde_json::Value,
+    /// Declared fields, if any.
+    pub schema: Option<Vec<FieldSpec>>,
 }
 
 /// Where dead letters are written.
@@ -53,6 +106,8 @@ pub struct SourceSpec {
     pub infer_schema: bool,
     /// What to do with a record the source cannot decode.
     pub on_error: OnErrorSpec,
+    /// Event time and watermarks, if the source has event time.
+    pub watermark: Option<WatermarkSpec>,
 }
 
 /// One declared field of a source's schema.
@@ -121,6 +176,10 @@ pub struct ProcessorSpec {
     pub sql: String,
     /// SQL expression to partition the input by, if any.
     pub key_by: Option<String>,
+    /// How long after a window's end its late records are still accepted, in milliseconds.
+    pub allowed_lateness_ms: u64,
+    /// Keyed state not updated for this long is dropped, in milliseconds; `None`: kept.
+    pub state_ttl_ms: Option<u64>,
 }
 
 /// A node that writes to an external system.
@@ -293,6 +352,8 @@ mod tests {
             inputs: inputs.iter().map(|i| i.parse().unwrap()).collect(),
             sql: "SELECT 1".into(),
             key_by: None,
+            allowed_lateness_ms: 0,
+            state_ttl_ms: None,
         }
     }
 
@@ -306,6 +367,8 @@ mod tests {
             sources: vec![],
             processors: vec![processor("a", &["b"]), processor("b", &["a"]), processor("c", &["x.y"])],
             sinks: vec![],
+            lookups: vec![],
+            checkpoints: None,
         };
         assert_eq!(
             pipeline.topological_order(),
@@ -324,6 +387,8 @@ mod tests {
             sources: vec![],
             processors: vec![processor("late", &["early.out"]), processor("early", &["src"])],
             sinks: vec![],
+            lookups: vec![],
+            checkpoints: None,
         };
         assert_eq!(pipeline.topological_order(), vec![(NodeKind::Processor, 1), (NodeKind::Processor, 0)]);
     }

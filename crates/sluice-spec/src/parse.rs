@@ -10,16 +10,30 @@ use serde_yaml::{Mapping, Value};
 use crate::graph;
 use crate::model::{DEFAULT_EPOCH_MS, EPOCH_MS_RANGE};
 use crate::{
-    DataType, DeadLetterSpec, Diagnostic, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline,
-    ProcessorSpec, SinkSpec, SourceSpec,
+    CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DataType, DeadLetterSpec,
+    Diagnostic, FieldSpec, InputRef, LookupSpec, MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline,
+    ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec, parse_duration, parse_watermark_sql,
 };
 
-const PIPELINE_KEYS: &[&str] =
-    &["name", "description", "epoch_ms", "dead_letter", "sources", "processors", "sinks"];
+const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "epoch_ms",
+    "dead_letter",
+    "checkpoints",
+    "sources",
+    "processors",
+    "sinks",
+    "lookups",
+];
+const CHECKPOINT_KEYS: &[&str] = &["interval", "location", "retain", "endpoint", "region"];
+const WATERMARK_KEYS: &[&str] = &["column", "max_out_of_orderness", "idle_timeout"];
+const LOOKUP_KEYS: &[&str] = &["name", "connector", "options", "schema"];
 const DEAD_LETTER_KEYS: &[&str] = &["path"];
-const SOURCE_KEYS: &[&str] = &["name", "connector", "options", "schema", "infer_schema", "on_error"];
+const SOURCE_KEYS: &[&str] =
+    &["name", "connector", "options", "schema", "infer_schema", "on_error", "watermark"];
 const FIELD_KEYS: &[&str] = &["name", "type", "nullable"];
-const PROCESSOR_KEYS: &[&str] = &["name", "inputs", "sql", "key_by"];
+const PROCESSOR_KEYS: &[&str] = &["name", "inputs", "sql", "key_by", "allowed_lateness", "state_ttl"];
 const SINK_KEYS: &[&str] = &["name", "connector", "inputs", "options"];
 
 /// Parses a pipeline spec and checks its structure: known keys, value types, names, and that
@@ -117,6 +131,7 @@ impl<'v> Reader<'v> {
         let before = self.diagnostics.len();
         let (mut name, mut description, mut epoch_ms, mut dead_letter_path) = (None, None, None, None);
         let (mut sources, mut processors, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut lookups, mut checkpoints) = (Vec::new(), None);
         for (key, value) in map {
             let Some(key) = self.known_key("", key, PIPELINE_KEYS) else {
                 continue;
@@ -131,6 +146,8 @@ impl<'v> Reader<'v> {
                 "sources" => sources = self.nodes(NodeKind::Source, value, Self::source),
                 "processors" => processors = self.nodes(NodeKind::Processor, value, Self::processor),
                 "sinks" => sinks = self.nodes(NodeKind::Sink, value, Self::sink),
+                "lookups" if !value.is_null() => lookups = self.lookups(value),
+                "checkpoints" => checkpoints = Some(value),
                 _ => {}
             }
         }
@@ -151,6 +168,7 @@ impl<'v> Reader<'v> {
         };
         let dead_letter =
             DeadLetterSpec { path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")) };
+        let checkpoints = checkpoints.and_then(|value| self.checkpoints(value, &name));
         Some(Pipeline {
             name,
             description,
@@ -159,7 +177,189 @@ impl<'v> Reader<'v> {
             sources,
             processors,
             sinks,
+            lookups,
+            checkpoints,
         })
+    }
+
+    fn checkpoints(&mut self, value: &Value, pipeline: &str) -> Option<CheckpointSpec> {
+        let mut spec = CheckpointSpec {
+            interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+            location: format!("checkpoints/{pipeline}"),
+            retain: DEFAULT_CHECKPOINTS_RETAINED,
+            endpoint: None,
+            region: None,
+        };
+        if value.is_null() {
+            return Some(spec);
+        }
+        let map = self.mapping("checkpoints", value, "a mapping with interval, location, retain")?;
+        let before = self.diagnostics.len();
+        for (key, value) in map {
+            let Some(key) = self.known_key("checkpoints", key, CHECKPOINT_KEYS) else {
+                continue;
+            };
+            let at = join("checkpoints", key);
+            match key {
+                "interval" => {
+                    if let Some(ms) = self.duration_ms(&at, value) {
+                        if ms < MIN_CHECKPOINT_INTERVAL_MS {
+                            self.report(Diagnostic::new(
+                                at,
+                                format!("the checkpoint interval must be at least 1s, found {ms}ms"),
+                            ));
+                        } else {
+                            spec.interval_ms = ms;
+                        }
+                    }
+                }
+                "location" => {
+                    if let Some(location) = self.non_empty_string(&at, value, "checkpoint location") {
+                        spec.location = location;
+                    }
+                }
+                "retain" => match value.as_u64() {
+                    Some(retain) if retain >= 1 => spec.retain = retain as usize,
+                    _ => self.report(Diagnostic::new(
+                        at,
+                        format!(
+                            "expected a whole number of checkpoints of at least 1, found {}",
+                            describe(value)
+                        ),
+                    )),
+                },
+                "endpoint" => spec.endpoint = self.non_empty_string(&at, value, "S3 endpoint"),
+                "region" => spec.region = self.non_empty_string(&at, value, "S3 region"),
+                _ => {}
+            }
+        }
+        (self.diagnostics.len() == before).then_some(spec)
+    }
+
+    /// A duration written like `5s` or `500ms`, in milliseconds.
+    fn duration_ms(&mut self, path: &str, value: &Value) -> Option<u64> {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(number) => {
+                self.report(
+                    Diagnostic::new(path, format!("duration {number} has no unit"))
+                        .suggest(format!("write \"{number}ms\" or \"{number}s\"")),
+                );
+                return None;
+            }
+            other => {
+                self.type_error(path, "a duration like 5s or 500ms", other);
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(duration) => Some(duration.as_millis() as u64),
+            Err(message) => {
+                self.report(Diagnostic::new(path, message));
+                None
+            }
+        }
+    }
+
+    fn watermark(&mut self, path: &str, value: &Value) -> Option<WatermarkSpec> {
+        if let Value::String(text) = value {
+            return match parse_watermark_sql(text) {
+                Ok((column, delay)) => Some(WatermarkSpec {
+                    column,
+                    max_out_of_orderness_ms: delay.as_millis() as u64,
+                    idle_timeout_ms: None,
+                }),
+                Err(message) => {
+                    self.report(Diagnostic::new(path, message));
+                    None
+                }
+            };
+        }
+        let map = self.mapping(
+            path,
+            value,
+            "a mapping with column, max_out_of_orderness and idle_timeout, or Flink's \
+             \"FOR ts AS ts - INTERVAL '5' SECOND\"",
+        )?;
+        let before = self.diagnostics.len();
+        let mut spec =
+            WatermarkSpec { column: String::new(), max_out_of_orderness_ms: 0, idle_timeout_ms: None };
+        for (key, value) in map {
+            let Some(key) = self.known_key(path, key, WATERMARK_KEYS) else {
+                continue;
+            };
+            let at = join(path, key);
+            match key {
+                "column" => {
+                    spec.column = self.non_empty_string(&at, value, "event-time column").unwrap_or_default()
+                }
+                "max_out_of_orderness" => {
+                    spec.max_out_of_orderness_ms = self.duration_ms(&at, value).unwrap_or_default();
+                }
+                "idle_timeout" if !value.is_null() => spec.idle_timeout_ms = self.duration_ms(&at, value),
+                _ => {}
+            }
+        }
+        self.require(path, map, &["column"]);
+        (self.diagnostics.len() == before).then_some(spec)
+    }
+
+    fn lookups(&mut self, value: &'v Value) -> Vec<LookupSpec> {
+        let Some(items) = self.sequence("lookups", value, "a list of lookup tables") else {
+            return Vec::new();
+        };
+        let mut lookups = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let path = format!("lookups[{index}]");
+            let Some(map) = self.mapping(&path, item, "a mapping describing a lookup table") else {
+                continue;
+            };
+            let before = self.diagnostics.len();
+            let mut spec = LookupSpec {
+                name: String::new(),
+                connector: String::new(),
+                options: empty_options(),
+                schema: None,
+            };
+            for (key, value) in map {
+                let Some(key) = self.known_key(&path, key, LOOKUP_KEYS) else {
+                    continue;
+                };
+                let at = join(&path, key);
+                match key {
+                    "name" => spec.name = self.lookup_name(&at, value).unwrap_or_default(),
+                    "connector" => spec.connector = self.connector(&at, value).unwrap_or_default(),
+                    "options" => spec.options = self.options(&at, value).unwrap_or_else(empty_options),
+                    "schema" if !value.is_null() => spec.schema = self.schema(&at, value),
+                    _ => {}
+                }
+            }
+            self.require(&path, map, &["name", "connector"]);
+            if self.diagnostics.len() == before {
+                lookups.push(spec);
+            }
+        }
+        lookups
+    }
+
+    fn lookup_name(&mut self, path: &str, value: &Value) -> Option<String> {
+        let name = self.string(path, value)?;
+        if !is_node_name(name) {
+            let diagnostic = Diagnostic::new(
+                path,
+                format!("invalid lookup table name \"{name}\" (use lowercase letters, digits and '_')"),
+            );
+            self.report(with_try(diagnostic, &node_name_like(name)));
+            return None;
+        }
+        if self.nodes.iter().any(|node| node.name == name) {
+            self.report(Diagnostic::new(
+                path,
+                format!("\"{name}\" is already the name of a node; lookup tables need their own names"),
+            ));
+            return None;
+        }
+        Some(name.to_owned())
     }
 
     fn pipeline_name(&mut self, value: &Value) -> Option<String> {
@@ -259,6 +459,7 @@ impl<'v> Reader<'v> {
             schema: None,
             infer_schema: false,
             on_error: OnErrorSpec::default(),
+            watermark: None,
         };
         for (key, value) in map {
             let Some(key) = self.known_key(path, key, SOURCE_KEYS) else {
@@ -278,6 +479,7 @@ impl<'v> Reader<'v> {
                 "on_error" if !value.is_null() => {
                     spec.on_error = self.on_error(&at, value).unwrap_or_default();
                 }
+                "watermark" if !value.is_null() => spec.watermark = self.watermark(&at, value),
                 _ => {}
             }
         }
@@ -288,8 +490,14 @@ impl<'v> Reader<'v> {
     fn processor(&mut self, path: &str, map: &'v Mapping) -> Option<ProcessorSpec> {
         let before = self.diagnostics.len();
         let own_name = map.get("name").and_then(Value::as_str).unwrap_or_default();
-        let mut spec =
-            ProcessorSpec { name: String::new(), inputs: Vec::new(), sql: String::new(), key_by: None };
+        let mut spec = ProcessorSpec {
+            name: String::new(),
+            inputs: Vec::new(),
+            sql: String::new(),
+            key_by: None,
+            allowed_lateness_ms: 0,
+            state_ttl_ms: None,
+        };
         let mut edges = ProcessorEdges { name: own_name.to_owned(), inputs: Vec::new() };
         for (key, value) in map {
             let Some(key) = self.known_key(path, key, PROCESSOR_KEYS) else {
@@ -307,6 +515,10 @@ impl<'v> Reader<'v> {
                 "key_by" if !value.is_null() => {
                     spec.key_by = self.non_empty_string(&at, value, "key_by expression");
                 }
+                "allowed_lateness" if !value.is_null() => {
+                    spec.allowed_lateness_ms = self.duration_ms(&at, value).unwrap_or_default();
+                }
+                "state_ttl" if !value.is_null() => spec.state_ttl_ms = self.duration_ms(&at, value),
                 _ => {}
             }
         }

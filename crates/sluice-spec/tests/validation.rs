@@ -40,8 +40,8 @@ fn check_table(cases: &[(&str, &str, &[&str])]) {
 mod good_specs {
     use serde_json::json;
     use sluice_spec::{
-        DataType, DeadLetterSpec, FieldSpec, InputRef, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec,
-        SinkSpec, SourceSpec,
+        CheckpointSpec, DataType, DeadLetterSpec, FieldSpec, InputRef, LookupSpec, NodeKind, OnErrorSpec,
+        Pipeline, ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec,
     };
 
     use super::pipeline;
@@ -52,6 +52,11 @@ description: bids over 100
 epoch_ms: 500
 dead_letter:
   path: /var/sluice/dead
+checkpoints:
+  interval: 2s
+  location: s3://state/big-bids
+  retain: 5
+  endpoint: http://127.0.0.1:9000
 sources:
   - name: bids
     connector: nexmark
@@ -62,11 +67,18 @@ sources:
       - {name: amount, type: "decimal(10, 2)", nullable: true}
     infer_schema: false
     on_error: drop
+    watermark: {column: price, max_out_of_orderness: 1.5s, idle_timeout: 1m}
 processors:
   - name: expensive
     inputs: [bids]
     sql: SELECT * FROM bids WHERE price > 100
     key_by: bidder
+    allowed_lateness: 500ms
+    state_ttl: 1h
+lookups:
+  - name: bidders
+    connector: file
+    options: {path: bidders.csv, key: id}
 sinks:
   - name: out
     connector: file
@@ -96,12 +108,19 @@ sinks:
                 ]),
                 infer_schema: false,
                 on_error: OnErrorSpec::Drop,
+                watermark: Some(WatermarkSpec {
+                    column: "price".into(),
+                    max_out_of_orderness_ms: 1500,
+                    idle_timeout_ms: Some(60_000),
+                }),
             }],
             processors: vec![ProcessorSpec {
                 name: "expensive".into(),
                 inputs: vec![InputRef::node("bids")],
                 sql: "SELECT * FROM bids WHERE price > 100".into(),
                 key_by: Some("bidder".into()),
+                allowed_lateness_ms: 500,
+                state_ttl_ms: Some(3_600_000),
             }],
             sinks: vec![SinkSpec {
                 name: "out".into(),
@@ -109,6 +128,19 @@ sinks:
                 inputs: vec![InputRef::node("expensive")],
                 options: json!({"path": "out"}),
             }],
+            lookups: vec![LookupSpec {
+                name: "bidders".into(),
+                connector: "file".into(),
+                options: json!({"path": "bidders.csv", "key": "id"}),
+                schema: None,
+            }],
+            checkpoints: Some(CheckpointSpec {
+                interval_ms: 2000,
+                location: "s3://state/big-bids".into(),
+                retain: 5,
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: None,
+            }),
         };
         assert_eq!(pipeline(FULL), expected);
     }
@@ -431,6 +463,100 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
     }
 }
 
+mod stateful_settings {
+    use sluice_spec::{DEFAULT_CHECKPOINT_INTERVAL_MS, WatermarkSpec};
+
+    use super::{errors, pipeline};
+
+    #[test]
+    fn flink_watermark_spelling_and_checkpoint_defaults() {
+        let spec = pipeline(
+            r#"
+name: p
+checkpoints:
+sources:
+  - {name: src, connector: nexmark, watermark: "WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND"}
+sinks: [{name: out, connector: stdout, inputs: [src]}]
+"#,
+        );
+        assert_eq!(
+            spec.sources[0].watermark,
+            Some(WatermarkSpec {
+                column: "dateTime".into(),
+                max_out_of_orderness_ms: 4000,
+                idle_timeout_ms: None
+            })
+        );
+        let checkpoints = spec.checkpoints.expect("an empty checkpoints section enables checkpoints");
+        assert_eq!(checkpoints.interval_ms, DEFAULT_CHECKPOINT_INTERVAL_MS);
+        assert_eq!(checkpoints.location, "checkpoints/p");
+        assert!(
+            pipeline(
+                "name: p\nsources: [{name: s, connector: x}]\nsinks: [{name: o, connector: y, inputs: [s]}]\n"
+            )
+            .checkpoints
+            .is_none()
+        );
+    }
+
+    /// Each case: a spec, the path of the one expected diagnostic, and fragments of its text.
+    #[test]
+    fn bad_stateful_settings_are_reported_with_a_fix() {
+        let with = |extra: &str| {
+            format!(
+                "name: p\n{extra}\nsources: [{{name: src, connector: c}}]\n\
+                 processors: [{{name: q, inputs: [src], sql: SELECT 1}}]\n\
+                 sinks: [{{name: out, connector: d, inputs: [q]}}]\n"
+            )
+        };
+        let source = |watermark: &str| {
+            format!(
+                "name: p\nsources: [{{name: s, connector: c, watermark: {watermark}}}]\n\
+                 sinks: [{{name: o, connector: d, inputs: [s]}}]\n"
+            )
+        };
+        let cases: Vec<(String, &str, &[&str])> = vec![
+            (with("checkpoints: {interval: 500ms}"), "checkpoints.interval", &["at least 1s"]),
+            (with("checkpoints: {interval: 5}"), "checkpoints.interval", &["no unit", "5s"]),
+            (with("checkpoints: {intervall: 5s}"), "checkpoints.intervall", &["unknown key", "\"interval\""]),
+            (with("checkpoints: {retain: 0}"), "checkpoints.retain", &["at least 1"]),
+            (
+                with("lookups: [{name: src, connector: file}]"),
+                "lookups[0].name",
+                &["already the name of a node"],
+            ),
+            (
+                source("{column: ts, max_out_of_orderness: soon}"),
+                "sources[0].watermark.max_out_of_orderness",
+                &["invalid duration"],
+            ),
+            (
+                source("\"FOR ts AS other - INTERVAL '1' SECOND\""),
+                "sources[0].watermark",
+                &["the column (ts) minus an INTERVAL"],
+            ),
+            (
+                source("{max_out_of_orderness: 1s}"),
+                "sources[0].watermark",
+                &["missing required key \"column\""],
+            ),
+            (
+                with("").replace("sql: SELECT 1", "sql: SELECT 1, state_ttl: forever"),
+                "processors[0].state_ttl",
+                &["invalid duration"],
+            ),
+        ];
+        for (yaml, path, fragments) in &cases {
+            let errors = errors(yaml);
+            assert_eq!(errors.len(), 1, "{yaml}: {errors:#?}");
+            assert!(errors[0].starts_with(&format!("{path}: ")), "{yaml}: {errors:#?}");
+            for fragment in *fragments {
+                assert!(errors[0].contains(fragment), "{yaml}: {:?} lacks {fragment:?}", errors[0]);
+            }
+        }
+    }
+}
+
 mod keys_and_values {
     use super::{check_table, errors};
 
@@ -452,11 +578,11 @@ sinks:
 "#,
                 &[
                     "epoch: unknown key \"epoch\"; allowed keys: name, description, epoch_ms, dead_letter, \
-                     sources, processors, sinks",
+                     checkpoints, sources, processors, sinks, lookups",
                     "dead_letter.pth: unknown key \"pth\"; did you mean \"path\"?",
                     "sources[0].option: unknown key \"option\"; did you mean \"options\"?",
                     "sources[0].inputs: unknown key \"inputs\"; allowed keys: name, connector, options, \
-                     schema, infer_schema, on_error",
+                     schema, infer_schema, on_error, watermark",
                     "processors[0].inptus: unknown key \"inptus\"; did you mean \"inputs\"?",
                     "processors[0].keyby: unknown key \"keyby\"; did you mean \"key_by\"?",
                     "sinks[0].conector: unknown key \"conector\"; did you mean \"connector\"?",
@@ -476,7 +602,7 @@ sinks: [{name: out, connector: stdout, inputs: [src], options: {whatever: 1}}]
                 "non-string keys",
                 "name: p\n1: x\n[a]: y\nsources: [{name: src, connector: impulse}]\nsinks: [{name: out, connector: stdout, inputs: [src]}]\n",
                 &[
-                    "1: unknown key \"1\"; allowed keys: name, description, epoch_ms, dead_letter, sources, processors, sinks",
+                    "1: unknown key \"1\"; allowed keys: name, description, epoch_ms, dead_letter, checkpoints, sources, processors, sinks, lookups",
                     "expected keys that are strings, found a list",
                 ],
             ),

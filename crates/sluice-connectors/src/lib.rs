@@ -1,6 +1,6 @@
-//! Sluice's connectors: the sources and sinks a pipeline spec can name, and the one registry
-//! that lists them ([`source_connectors`], [`sink_connectors`], [`build_source`],
-//! [`build_sink`]).
+//! Sluice's connectors: the sources, sinks and lookup tables a pipeline spec can name, and the
+//! one registry that lists them ([`source_connectors`], [`sink_connectors`],
+//! [`lookup_connectors`], [`build_source`], [`build_sink`], [`build_lookup`]).
 //!
 //! Owns: each connector's options (checked with every problem reported at once, as
 //! [`Diagnostic`]s relative to the source or sink node), its reading or writing, and the mapping
@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use sluice_runtime::connector::{Sink, Source};
+use sluice_runtime::processor::LookupTable;
 use sluice_spec::{DataType, Diagnostic, FieldSpec};
 
 /// Everything a source connector gets from the spec.
@@ -51,6 +52,19 @@ pub struct SinkRequest<'a> {
     pub base_dir: &'a Path,
 }
 
+/// Everything a lookup-table connector gets from the spec.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupRequest<'a> {
+    /// The lookup node's name.
+    pub name: &'a str,
+    /// The node's `options` map, unchecked (`null` when absent).
+    pub options: &'a serde_json::Value,
+    /// The declared `schema`, if any; connectors that can infer one do so when it is absent.
+    pub schema: Option<&'a [FieldSpec]>,
+    /// The folder relative paths are resolved against (the spec file's folder).
+    pub base_dir: &'a Path,
+}
+
 /// Names of the source connectors, sorted.
 pub fn source_connectors() -> &'static [&'static str] {
     &["datagen", "file", "nexmark"]
@@ -59,6 +73,11 @@ pub fn source_connectors() -> &'static [&'static str] {
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
     &["blackhole", "file", "stdout"]
+}
+
+/// Names of the lookup-table connectors, sorted.
+pub fn lookup_connectors() -> &'static [&'static str] {
+    &["file"]
 }
 
 /// Builds the source `connector` from its request; every problem is reported, with paths
@@ -80,6 +99,18 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
         "file" => file::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
+    }
+}
+
+/// Builds the lookup table `connector` from its request; every problem is reported, with paths
+/// relative to the lookup node (`connector`, `options.x`, `schema`).
+pub fn build_lookup(
+    connector: &str,
+    request: &LookupRequest,
+) -> Result<Arc<dyn LookupTable>, Vec<Diagnostic>> {
+    match connector {
+        "file" => file::build_lookup(request),
+        other => Err(vec![unknown_connector(other, lookup_connectors())]),
     }
 }
 

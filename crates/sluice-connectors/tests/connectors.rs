@@ -7,9 +7,13 @@ mod datagen;
 mod file_sink;
 #[path = "connectors/file_source.rs"]
 mod file_source;
+#[path = "connectors/lookup.rs"]
+mod lookup;
 #[path = "connectors/nexmark.rs"]
 mod nexmark;
 #[path = "connectors/options.rs"]
 mod options;
+#[path = "connectors/replay.rs"]
+mod replay;
 #[path = "connectors/support.rs"]
 mod support;

@@ -1,4 +1,5 @@
-//! `Batch`, the container records travel in: one Arrow `RecordBatch` per timely message.
+//! `Batch`, the container records travel in: one Arrow `RecordBatch` per timely message, or a
+//! watermark mark (see [`Mark`]) that flows in band with the records.
 //!
 //! Between threads of one process a batch moves as a pointer. Between processes it is encoded
 //! once as Arrow IPC (timely asks for the length before writing, so the encoding is cached
@@ -14,12 +15,31 @@ use arrow::record_batch::RecordBatch;
 use timely::Accountable;
 use timely::dataflow::channels::ContainerBytes;
 
-/// A timely container holding one Arrow record batch.
+/// A watermark announcement from one upstream worker: "the event-time watermark of what I
+/// send you is now `watermark`". `None` means the sender is idle and must not hold event time
+/// back until it announces a watermark again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Index of the sending worker.
+    pub sender: u32,
+    /// The sender's watermark in milliseconds since the Unix epoch, or `None` when idle.
+    pub watermark: Option<i64>,
+}
+
+/// Destination meaning "every worker": marks and other control messages are broadcast.
+pub const BROADCAST: usize = usize::MAX;
+
+/// A timely container holding one Arrow record batch or one watermark mark.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     records: Option<RecordBatch>,
+    mark: Option<Mark>,
     /// Worker this batch is headed to, set by keyed exchange before routing; not sent.
     destination: usize,
+    /// The record count timely accounts for this container, if not its natural one: a
+    /// broadcast container counts once per copy it will become, so that what is produced
+    /// matches what the workers consume. Not sent.
+    weight: Option<i64>,
     /// Arrow IPC encoding, filled the first time timely asks for the length on the wire.
     encoded: OnceCell<Vec<u8>>,
 }
@@ -27,12 +47,38 @@ pub struct Batch {
 impl Batch {
     /// Wraps a record batch.
     pub fn new(records: RecordBatch) -> Self {
-        Self { records: Some(records), destination: 0, encoded: OnceCell::new() }
+        Self { records: Some(records), mark: None, destination: 0, weight: None, encoded: OnceCell::new() }
     }
 
     /// Wraps a record batch headed to worker `destination`.
     pub fn routed(records: RecordBatch, destination: usize) -> Self {
-        Self { records: Some(records), destination, encoded: OnceCell::new() }
+        Self { records: Some(records), mark: None, destination, weight: None, encoded: OnceCell::new() }
+    }
+
+    /// A watermark mark.
+    pub fn mark(mark: Mark) -> Self {
+        Self { records: None, mark: Some(mark), destination: 0, weight: None, encoded: OnceCell::new() }
+    }
+
+    /// This container, to be copied to each of `peers` workers by keyed exchange.
+    pub fn broadcast(mut self, peers: usize) -> Self {
+        self.destination = BROADCAST;
+        self.weight = Some(self.natural_count() * peers as i64);
+        self
+    }
+
+    /// One worker's copy of a broadcast container.
+    pub(crate) fn copy_for_one(&self) -> Self {
+        Self { destination: 0, weight: None, ..self.clone() }
+    }
+
+    fn natural_count(&self) -> i64 {
+        if self.mark.is_some() { 1 } else { self.num_rows() as i64 }
+    }
+
+    /// The watermark mark, if this is one.
+    pub fn as_mark(&self) -> Option<Mark> {
+        self.mark
     }
 
     /// Worker this batch is headed to, when it passes a keyed exchange.
@@ -71,14 +117,21 @@ impl Batch {
 
 impl Accountable for Batch {
     fn record_count(&self) -> i64 {
-        self.num_rows() as i64
+        self.weight.unwrap_or_else(|| self.natural_count())
     }
 }
 
 /// Length prefix (u64) + IPC stream bytes, padded to a multiple of 8 as timely expects.
 impl ContainerBytes for Batch {
     fn from_bytes(bytes: timely::bytes::arc::Bytes) -> Self {
-        let length = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length prefix")) as usize;
+        let length = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length prefix"));
+        if length == MARK_TAG {
+            let sender = u32::from_le_bytes(bytes[8..12].try_into().expect("mark sender"));
+            let idle = bytes[12] == 1;
+            let watermark = i64::from_le_bytes(bytes[16..24].try_into().expect("mark watermark"));
+            return Self::mark(Mark { sender, watermark: (!idle).then_some(watermark) });
+        }
+        let length = length as usize;
         if length == 0 {
             return Self::default();
         }
@@ -87,10 +140,22 @@ impl ContainerBytes for Batch {
     }
 
     fn length_in_bytes(&self) -> usize {
+        if self.mark.is_some() {
+            return 24;
+        }
         8 + padded(self.encoded().len())
     }
 
     fn into_bytes<W: Write>(&self, writer: &mut W) {
+        if let Some(mark) = self.mark {
+            let mut bytes = [0u8; 24];
+            bytes[..8].copy_from_slice(&MARK_TAG.to_le_bytes());
+            bytes[8..12].copy_from_slice(&mark.sender.to_le_bytes());
+            bytes[12] = u8::from(mark.watermark.is_none());
+            bytes[16..24].copy_from_slice(&mark.watermark.unwrap_or_default().to_le_bytes());
+            writer.write_all(&bytes).expect("write to send buffer");
+            return;
+        }
         let encoded = self.encoded();
         let padding = padded(encoded.len()) - encoded.len();
         // Writes go to timely's in-memory send buffers, which do not fail.
@@ -99,6 +164,9 @@ impl ContainerBytes for Batch {
         writer.write_all(&[0u8; 8][..padding]).expect("write to send buffer");
     }
 }
+
+/// Length prefix that marks a watermark mark instead of an IPC body.
+const MARK_TAG: u64 = u64::MAX;
 
 fn padded(length: usize) -> usize {
     (length + 7) & !7
@@ -153,5 +221,18 @@ mod tests {
         let decoded = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
         assert_eq!(decoded.records(), Some(&records));
         assert_eq!(decoded.record_count(), 3);
+    }
+
+    #[test]
+    fn marks_round_trip_through_timely_bytes() {
+        for watermark in [Some(1_700_000_000_123), None, Some(i64::MAX), Some(-5)] {
+            let batch = Batch::mark(Mark { sender: 7, watermark });
+            let mut bytes = Vec::new();
+            batch.into_bytes(&mut bytes);
+            assert_eq!(bytes.len(), batch.length_in_bytes());
+            let decoded = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
+            assert_eq!(decoded.as_mark(), Some(Mark { sender: 7, watermark }));
+            assert_eq!(decoded.record_count(), 1, "a mark counts as one message");
+        }
     }
 }

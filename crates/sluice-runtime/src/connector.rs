@@ -40,6 +40,22 @@ pub trait Source: Send + Sync {
     /// Creates the reader for one worker. `used_outputs[i]` says whether output `i` has any
     /// consumer; a reader may skip producing unused outputs.
     fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>>;
+
+    /// Whether readers can report positions ([`SourceReader::snapshot`]) and resume from them,
+    /// reading the same records again: what exactly-once recovery needs. Default: no.
+    fn replayable(&self) -> bool {
+        false
+    }
+}
+
+/// The position of one split (partition) of a source: where to resume reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitState {
+    /// Stable name of the split, the same at any parallelism (e.g. a file path, a partition
+    /// number).
+    pub split: String,
+    /// Serialized position; the format belongs to the connector.
+    pub position: Vec<u8>,
 }
 
 /// What a worker's source reader gets from the runtime.
@@ -53,6 +69,10 @@ pub struct SourceContext {
     pub dead_letters: DeadLetterSink,
     /// Set when the pipeline should stop; readers of unbounded sources end when they see it.
     pub stop: Arc<AtomicBool>,
+    /// When resuming from a checkpoint: the positions of all splits of this source saved by all
+    /// workers of the previous run (possibly at another parallelism). A reader resumes the
+    /// splits it owns from these and starts splits absent here from the beginning.
+    pub restore: Option<Arc<Vec<SplitState>>>,
 }
 
 /// A batch produced by a source reader, for one of the source's outputs.
@@ -60,6 +80,9 @@ pub struct SourceContext {
 pub struct SourceBatch {
     /// Index into `Source::outputs`.
     pub output: usize,
+    /// Which of the reader's splits the records come from, in `0..SourceReader::splits()`:
+    /// event-time watermarks are tracked per split.
+    pub split: usize,
     /// The records.
     pub batch: RecordBatch,
 }
@@ -81,6 +104,18 @@ pub trait SourceReader {
     /// more may come. Errors are fatal for the pipeline (bad records are not errors: they go to
     /// the dead-letter sink in the context, per the source's policy).
     fn poll(&mut self, max_rows: usize, out: &mut Vec<SourceBatch>) -> Result<SourceStatus>;
+
+    /// How many splits this reader reads now (`SourceBatch::split` indexes them). A reader
+    /// with no split is idle for watermarks and does not hold event time back. Default: 1.
+    fn splits(&self) -> usize {
+        1
+    }
+
+    /// Positions of this reader's splits after every record returned so far, for a
+    /// checkpoint. Only called when [`Source::replayable`] is true. Default: none.
+    fn snapshot(&mut self) -> Result<Vec<SplitState>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A configured sink, shared by all workers; creates one writer per worker.
@@ -103,6 +138,15 @@ pub struct SinkContext {
     pub worker: WorkerPosition,
     /// Schema of the batches the writer receives.
     pub schema: SchemaRef,
+    /// Whether the pipeline takes checkpoints. If so, a transactional writer makes output
+    /// visible only in [`SinkWriter::commit`], never on epochs or rolls.
+    pub checkpointing: bool,
+    /// When resuming from a checkpoint: what every writer of the previous run returned from
+    /// [`SinkWriter::prepare`] for it, indexed by that run's worker index. That checkpoint is
+    /// complete, so all of it must become visible (idempotently: it may already be). The
+    /// writer with `worker.index == 0` does this and removes leftovers of the crashed run
+    /// that no checkpoint covers; other writers ignore it.
+    pub restore: Option<Arc<Vec<Vec<u8>>>>,
 }
 
 /// Consumes batches on one worker.
@@ -116,8 +160,28 @@ pub trait SinkWriter {
         Ok(())
     }
 
-    /// Called once after the last batch: flush and commit everything.
+    /// Called once after the last batch (and, with checkpoints, after the final commit):
+    /// flush and commit everything still pending.
     fn finish(&mut self) -> Result<()>;
+
+    /// Whether this writer supports two-phase commit (`prepare` then `commit`), giving
+    /// exactly-once output with checkpoints. Default: no (output is at-least-once).
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// A checkpoint covers everything written so far: make it durable but not yet visible,
+    /// and return what is needed to make it visible after a crash (see
+    /// [`SinkContext::restore`]). Default: nothing to do.
+    fn prepare(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    /// Checkpoint `checkpoint` is complete: make everything prepared for it and before it
+    /// visible. Default: nothing to do.
+    fn commit(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A resolved path for files a connector writes beside others, e.g. `part-00003.jsonl`.

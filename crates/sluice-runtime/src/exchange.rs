@@ -14,7 +14,7 @@ use timely::dataflow::channels::pact::DistributorPact;
 use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::dataflow::channels::{Message, Stamp};
 
-use crate::batch::Batch;
+use crate::batch::{BROADCAST, Batch};
 use crate::error::Result;
 
 /// Fixed number of key groups: the maximum parallelism of a keyed operator.
@@ -48,7 +48,8 @@ pub fn split_by_hash(batch: &RecordBatch, hashes: &[u64], peers: usize) -> Resul
     Ok(out)
 }
 
-/// A distributor that sends each batch whole to the worker named in it.
+/// A distributor that sends each batch whole to the worker named in it, and a copy of a
+/// broadcast batch (marks, control messages) to every worker.
 #[derive(Debug, Default)]
 pub struct RouteByDestination;
 
@@ -59,6 +60,13 @@ impl Distributor<Batch> for RouteByDestination {
         stamp: &Stamp<T>,
         pushers: &mut [P],
     ) {
+        if container.destination() == BROADCAST {
+            for pusher in pushers.iter_mut() {
+                let mut copy = container.copy_for_one();
+                Message::push_at(&mut copy, stamp.clone(), pusher);
+            }
+            return;
+        }
         let destination = container.destination().min(pushers.len() - 1);
         Message::push_at(container, stamp.clone(), &mut pushers[destination]);
     }

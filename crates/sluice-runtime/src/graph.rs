@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use crate::connector::{Sink, Source};
 use crate::dead_letter::OnError;
 use crate::processor::{KeyHasher, Processor};
+use crate::watermark::WatermarkStrategy;
 
 /// One output of one node: what an input refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +29,8 @@ pub enum NodeKind {
         source: Arc<dyn Source>,
         /// What to do with records it cannot decode.
         on_error: OnError,
+        /// How its watermarks are derived, if it has event time.
+        watermark: Option<WatermarkStrategy>,
     },
     /// Transforms records.
     Processor {

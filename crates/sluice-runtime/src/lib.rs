@@ -10,10 +10,16 @@
 //! configurable stretch of wall-clock time) with the same `u64`, and runs at most a few epochs
 //! ahead of the slowest sink.
 //!
-//! May depend on: timely (pinned exactly, never exposed in the public API), arrow. Must not
-//! depend on other Sluice crates.
+//! Event time travels in band: sources announce watermarks as marks between batches, and
+//! every operator merges them (see [`watermark`]). Checkpoints are aligned on epochs (see
+//! [`checkpoint`]).
+//!
+//! May depend on: timely (pinned exactly, never exposed in the public API), arrow, tokio (for
+//! checkpoint I/O), and `sluice-state` (checkpoint storage). Must not depend on other Sluice
+//! crates.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod connector;
 pub mod dead_letter;
 pub mod error;
@@ -23,6 +29,7 @@ pub mod graph;
 pub mod metrics;
 mod operators;
 pub mod processor;
+pub mod watermark;
 
 pub use error::{Error, ErrorKind, Result};
 pub use execute::{RunOptions, RunReport, Runtime, Topology};

@@ -47,6 +47,8 @@ pub struct OperatorMetrics {
     pub batches_in: AtomicU64,
     /// Time spent inside the operator's logic, in nanoseconds, over all workers.
     pub busy_nanos: AtomicU64,
+    /// Size of the operator's state, in bytes, over all workers (stateful processors).
+    pub state_bytes: AtomicU64,
 }
 
 impl OperatorMetrics {
@@ -60,6 +62,16 @@ impl OperatorMetrics {
             bytes_out: AtomicU64::new(0),
             batches_in: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces one worker's contribution to the state size: it was `before`, it is `now`.
+    pub fn update_state_bytes(&self, before: u64, now: u64) {
+        if now >= before {
+            self.state_bytes.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.state_bytes.fetch_sub(before - now, Ordering::Relaxed);
         }
     }
 
@@ -91,6 +103,7 @@ impl OperatorMetrics {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
+            state_bytes: self.state_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -112,6 +125,8 @@ pub struct OperatorSnapshot {
     pub bytes_out: u64,
     /// Busy time over all workers.
     pub busy: Duration,
+    /// State size in bytes over all workers.
+    pub state_bytes: u64,
 }
 
 /// All operators' metrics of one process, in pipeline order.

@@ -55,7 +55,7 @@ impl SourceReader for NumbersReader {
         }
         if !values.is_empty() {
             let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values))])?;
-            out.push(SourceBatch { output: 0, batch });
+            out.push(SourceBatch { output: 0, split: 0, batch });
         }
         Ok(match self.count {
             Some(count) if self.next >= count => SourceStatus::Finished,
@@ -161,7 +161,11 @@ fn graph(count: Option<i64>, fail_on: Option<i64>, keyed: bool) -> Built {
         GraphNode {
             name: "numbers".into(),
             inputs: vec![],
-            kind: NodeKind::Source { source: Arc::new(Numbers { count }), on_error: OnError::Fail },
+            kind: NodeKind::Source {
+                source: Arc::new(Numbers { count }),
+                on_error: OnError::Fail,
+                watermark: None,
+            },
         },
         GraphNode {
             name: "double".into(),
@@ -191,6 +195,7 @@ fn options(workers: usize) -> RunOptions {
         topology: Topology::Local { workers },
         max_epochs_in_flight: 2,
         stop: Arc::new(AtomicBool::new(false)),
+        checkpoints: None,
     }
 }
 

@@ -1,8 +1,10 @@
-//! Which SQL a stateless processor accepts. A processor sees one batch at a time and keeps
-//! nothing between batches, so it may run only queries that are linear in their inputs: each
-//! output row depends on one input row. Everything else is rejected before it can give a wrong
-//! answer: first on the syntax tree (for precise messages and positions), then on the logical
-//! plan (the authoritative check), then on the physical plan (operators we know to be stateless).
+//! Which SQL a processor accepts. A stateless query sees one batch at a time and keeps nothing
+//! between batches, so it may only be linear in its inputs: each output row depends on one
+//! input row. The one stateful form is a GROUP BY aggregation as the last step of the final
+//! query (planned by `crate::window`, which checks the parts around it with these same
+//! checks). Everything else is rejected before it can give a wrong answer: first on the
+//! syntax tree (for precise messages and positions), then on the logical plan (the
+//! authoritative check), then on the physical plan (operators we know to be stateless).
 
 use std::ops::ControlFlow;
 
@@ -17,8 +19,9 @@ use sluice_spec::Diagnostic;
 use crate::text::{Position, SqlText};
 
 /// What every rejection of a stateful construct says after naming it.
-pub(crate) const STATELESS_ONLY: &str = "stateless SQL only (projections, filters, functions, \
-     CASE, CAST, UNNEST, UNION ALL); windows, joins and aggregates arrive with stateful processing";
+pub(crate) const STATELESS_ONLY: &str = "a SQL processor runs stateless SQL (projections, \
+     filters, functions, CASE, CAST, UNNEST, UNION ALL) and one GROUP BY aggregation as the last \
+     step of its final query, windowed with TUMBLE, HOP or SESSION or updating per key";
 
 /// Functions whose value depends on when the query runs; DataFusion folds them into constants
 /// at planning time, which would freeze them for the life of a stream.
@@ -67,15 +70,20 @@ impl Unsupported {
     }
 }
 
-/// Checks a parsed statement's syntax tree.
-pub(crate) fn check_syntax(statement: &ast::Statement) -> Result<(), Unsupported> {
-    match statement.visit(&mut SyntaxCheck) {
+/// Checks a parsed statement's syntax tree. `is_final` allows GROUP BY and HAVING in the
+/// outermost SELECT (the final query's aggregation).
+pub(crate) fn check_syntax(statement: &ast::Statement, is_final: bool) -> Result<(), Unsupported> {
+    let allow_grouping = is_final && matches!(statement, ast::Statement::Query(_));
+    match statement.visit(&mut SyntaxCheck { allow_grouping }) {
         ControlFlow::Break(unsupported) => Err(unsupported),
         ControlFlow::Continue(()) => Ok(()),
     }
 }
 
-struct SyntaxCheck;
+struct SyntaxCheck {
+    /// Whether the next query visited (the outermost one) may group.
+    allow_grouping: bool,
+}
 
 impl Visitor for SyntaxCheck {
     type Break = Unsupported;
@@ -101,7 +109,8 @@ impl Visitor for SyntaxCheck {
         if query.fetch.is_some() {
             return ControlFlow::Break(Unsupported::stateful("FETCH", &["FETCH"]));
         }
-        check_set_expr(&query.body)
+        let allow_grouping = std::mem::take(&mut self.allow_grouping);
+        check_set_expr(&query.body, allow_grouping)
     }
 
     fn pre_visit_expr(&mut self, expr: &ast::Expr) -> ControlFlow<Unsupported> {
@@ -137,7 +146,7 @@ impl Visitor for SyntaxCheck {
     }
 }
 
-fn check_set_expr(body: &SetExpr) -> ControlFlow<Unsupported> {
+fn check_set_expr(body: &SetExpr, allow_grouping: bool) -> ControlFlow<Unsupported> {
     match body {
         SetExpr::SetOperation { op, set_quantifier, left, right } => {
             let keyword = op.to_string();
@@ -153,8 +162,8 @@ fn check_set_expr(body: &SetExpr) -> ControlFlow<Unsupported> {
                     return ControlFlow::Break(Unsupported::stateful(keyword.clone(), &[&keyword]));
                 }
             }
-            check_set_expr(left)?;
-            check_set_expr(right)
+            check_set_expr(left, false)?;
+            check_set_expr(right, false)
         }
         SetExpr::Select(select) => {
             if select.distinct.is_some() {
@@ -164,21 +173,16 @@ fn check_set_expr(body: &SetExpr) -> ControlFlow<Unsupported> {
                 GroupByExpr::All(_) => true,
                 GroupByExpr::Expressions(expressions, _) => !expressions.is_empty(),
             };
-            if grouped {
-                return ControlFlow::Break(Unsupported::stateful("GROUP BY aggregation", &["GROUP", "BY"]));
-            }
-            if select.having.is_some() {
-                return ControlFlow::Break(Unsupported::stateful("HAVING", &["HAVING"]));
-            }
-            if select.from.iter().any(|table| !table.joins.is_empty()) {
-                return ControlFlow::Break(Unsupported::stateful("JOIN", &["JOIN"]));
-            }
-            if select.from.len() > 1 {
+            if grouped && !allow_grouping {
                 return ControlFlow::Break(Unsupported::stateful(
-                    "reading several tables in one FROM (a join)",
-                    &["FROM"],
+                    "GROUP BY inside a view, subquery or UNION",
+                    &["GROUP", "BY"],
                 ));
             }
+            if select.having.is_some() && !allow_grouping {
+                return ControlFlow::Break(Unsupported::stateful("HAVING", &["HAVING"]));
+            }
+            // Joins are checked on the logical plan, where `crate::join` takes the final query's.
             if !select.named_window.is_empty() || select.qualify.is_some() {
                 return ControlFlow::Break(Unsupported::stateful("WINDOW", &["WINDOW"]));
             }
@@ -206,16 +210,19 @@ fn logical_node(node: &LogicalPlan) -> Option<Unsupported> {
     match node {
         LogicalPlan::Aggregate(aggregate) => {
             if !aggregate.group_expr.is_empty() {
-                return stateful("GROUP BY aggregation", &["GROUP", "BY"]);
+                return stateful("GROUP BY inside a view, subquery or UNION", &["GROUP", "BY"]);
             }
             let name = aggregate.aggr_expr.first().and_then(aggregate_name);
             match name {
-                Some(name) => stateful(&format!("the aggregate function {name}()"), &[&name]),
-                None => stateful("aggregation", &[]),
+                Some(name) => stateful(
+                    &format!("the aggregate function {name}() inside a view, subquery or UNION"),
+                    &[&name],
+                ),
+                None => stateful("aggregation inside a view, subquery or UNION", &[]),
             }
         }
         LogicalPlan::Window(_) => stateful("a window function (OVER)", &["OVER"]),
-        LogicalPlan::Join(_) => stateful("JOIN", &["JOIN"]),
+        LogicalPlan::Join(_) => stateful("a JOIN inside a view or before an aggregation", &["JOIN"]),
         LogicalPlan::Sort(_) => stateful("ORDER BY", &["ORDER", "BY"]),
         LogicalPlan::Limit(_) => stateful("LIMIT", &["LIMIT"]),
         LogicalPlan::Distinct(Distinct::All(input)) if matches!(**input, LogicalPlan::Union(_)) => {

@@ -7,7 +7,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::common::{DFSchema, DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
@@ -82,9 +82,71 @@ impl KeyHasher for KeyExprs {
             .iter()
             .map(|expr| expr.evaluate(batch)?.into_array(rows))
             .collect::<DfResult<Vec<ArrayRef>>>()
-            .and_then(|arrays| create_hashes(&arrays, &KEY_HASH_STATE, hashes).map(|_| ()));
+            .and_then(|arrays| hash_columns(&arrays, hashes));
         hashed.map_err(|error| {
             Error::user(format!("key expression failed on a batch: {}", clean(&error.find_root().message())))
         })
+    }
+}
+
+/// The hash of the key of a row that has no key columns (a global aggregation).
+pub(crate) const NO_KEY_HASH: u64 = 0;
+
+/// Writes one hash per row of `columns` (the key columns, all of one length) into `hashes`,
+/// the way every key hasher of this crate does.
+pub(crate) fn hash_columns(columns: &[ArrayRef], hashes: &mut Vec<u64>) -> DfResult<()> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    hashes.clear();
+    hashes.resize(rows, 0);
+    create_hashes(columns, &KEY_HASH_STATE, hashes).map(|_| ())
+}
+
+/// Every row has the same key: all rows meet on one worker.
+pub(crate) struct ConstantKey;
+
+impl KeyHasher for ConstantKey {
+    fn hash_rows(&self, batch: &RecordBatch, hashes: &mut Vec<u64>) -> Result<()> {
+        hashes.clear();
+        hashes.resize(batch.num_rows(), NO_KEY_HASH);
+        Ok(())
+    }
+}
+
+/// Keys computed by a stateless query that gives exactly one row per row of input `input`.
+pub(crate) struct QueryKey {
+    query: crate::processor::StatelessQuery,
+    input: usize,
+}
+
+impl QueryKey {
+    /// Hashes the columns `query` computes from batches of input `input`.
+    pub(crate) fn new(query: crate::processor::StatelessQuery, input: usize) -> Self {
+        Self { query, input }
+    }
+}
+
+impl KeyHasher for QueryKey {
+    fn hash_rows(&self, batch: &RecordBatch, hashes: &mut Vec<u64>) -> Result<()> {
+        let failed = |error: &DataFusionError| {
+            Error::user(format!("GROUP BY key failed on a batch: {}", clean(&error.find_root().message())))
+        };
+        let keys = self.query.run(self.input, batch).map_err(|e| failed(&e))?;
+        let columns: Vec<ArrayRef> = match keys.as_slice() {
+            [] => Vec::new(),
+            [one] => one.columns().to_vec(),
+            several => {
+                let joined = arrow::compute::concat_batches(&several[0].schema(), several)
+                    .map_err(|e| failed(&DataFusionError::from(e)))?;
+                joined.columns().to_vec()
+            }
+        };
+        let rows = columns.first().map_or(0, |c| c.len());
+        if rows != batch.num_rows() {
+            return Err(Error::internal(format!(
+                "GROUP BY key query gave {rows} rows for a batch of {}",
+                batch.num_rows()
+            )));
+        }
+        hash_columns(&columns, hashes).map_err(|e| failed(&e))
     }
 }

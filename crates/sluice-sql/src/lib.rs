@@ -1,13 +1,16 @@
 //! Streaming SQL processors, planned with DataFusion over Arrow.
 //!
-//! Owns: turning a processor's SQL into a [`SqlProcessor`] that transforms one batch at a time
-//! ([`plan`]), turning key expressions into row hashers for keyed exchange ([`compile_key`]),
-//! and reporting SQL mistakes as [`Diagnostic`]s positioned inside the SQL text.
+//! Owns: turning a processor's SQL into a [`SqlProcessor`] ([`plan`]), turning key expressions
+//! into row hashers for keyed exchange ([`compile_key`]), and reporting SQL mistakes as
+//! [`Diagnostic`]s positioned inside the SQL text.
 //!
-//! Only stateless SQL runs today (projections, filters, scalar functions, CASE, CAST, UNNEST,
-//! UNION ALL, chained views): each output row depends on a single input row, so running the
-//! query on each batch separately gives the same rows as running it on the whole stream.
-//! Aggregates, windows, joins, ORDER BY and LIMIT are rejected with a diagnostic, never run.
+//! Stateless SQL (projections, filters, scalar functions, CASE, CAST, UNNEST, UNION ALL,
+//! chained views) runs one batch at a time: each output row depends on a single input row.
+//! A final query that ends in a GROUP BY aggregation runs as a stateful processor
+//! (module `window`): windowed over Flink's `TUMBLE`, `HOP` and `SESSION` table-valued functions
+//! (emitted when the watermark passes a window's end), or updating (an upsert stream keyed by
+//! the GROUP BY columns). ORDER BY, LIMIT, window functions (OVER) and aggregation anywhere
+//! else are rejected with a diagnostic, never run.
 //!
 //! May depend on: DataFusion and Arrow, `sluice-spec` (diagnostics) and `sluice-runtime`
 //! (the [`Processor`](sluice_runtime::processor::Processor) and
@@ -16,9 +19,11 @@
 mod check;
 mod diagnose;
 mod input;
+mod join;
 mod key;
 mod processor;
 mod text;
+mod window;
 
 use std::sync::Arc;
 
@@ -48,15 +53,48 @@ pub struct SqlInput {
     pub schema: SchemaRef,
 }
 
+/// A table a processor's SQL may join with `FOR SYSTEM_TIME AS OF` (a lookup join).
+#[derive(Clone)]
+pub struct SqlLookup {
+    /// Table name used in the SQL.
+    pub table: String,
+    /// Where rows are looked up.
+    pub source: Arc<dyn sluice_runtime::processor::LookupTable>,
+}
+
+/// Settings of one processor that shape how its stateful SQL runs.
+#[derive(Clone, Default)]
+pub struct PlanOptions {
+    /// How long after the watermark passed a window's end its late records are still
+    /// accepted (and the window's result updated); later records go to dead letters.
+    pub allowed_lateness: std::time::Duration,
+    /// Keyed state of a non-windowed aggregation or join that is not updated for this long
+    /// (in event time when the input has a watermark) is dropped, so state stays bounded.
+    /// `None`: kept forever.
+    pub state_ttl: Option<std::time::Duration>,
+    /// Tables for lookup joins.
+    pub lookups: Vec<SqlLookup>,
+}
+
 /// Plans `sql` over `inputs` (in the order the processor declares them).
 ///
 /// `sql` holds one query, optionally preceded by `CREATE [TEMPORARY] VIEW` statements that the
 /// query (or later views) may read. Every problem is returned as a diagnostic with an empty path
 /// (the caller prefixes where the SQL sits in the spec) and a line and column inside `sql`.
-pub fn plan(sql: &str, inputs: &[SqlInput]) -> Result<SqlProcessor, Vec<Diagnostic>> {
+///
+/// Window table-valued functions (`TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL ...))`) are
+/// rewritten into tables before parsing; `options` sets the allowed lateness
+/// and state TTL of an aggregation.
+pub fn plan(sql: &str, inputs: &[SqlInput], options: &PlanOptions) -> Result<SqlProcessor, Vec<Diagnostic>> {
+    // Joins: `FOR SYSTEM_TIME AS OF` of lookup joins is blanked out before parsing.
+    let sql = &join::blank_system_time(sql);
+    let (rewritten, mut windows) = window::tvf::rewrite(sql).map_err(|d| vec![d])?;
+    let sql = rewritten.as_str();
     let text = SqlText::new(sql);
     let tables: Vec<String> = inputs.iter().map(|input| input.table.clone()).collect();
     let context = session(inputs)?;
+    // Joins: lookup tables are inputs `inputs.len()..` of the session.
+    join::register_lookups(&context, inputs.len(), &options.lookups)?;
     let statements = parse(sql, &text)?;
     if statements.is_empty() {
         return Err(vec![Diagnostic::new(
@@ -68,13 +106,17 @@ pub fn plan(sql: &str, inputs: &[SqlInput]) -> Result<SqlProcessor, Vec<Diagnost
     for (index, statement) in statements.into_iter().enumerate() {
         let at = Context { text: &text, statement: index, tables: &tables };
         let statement = statement_kind(statement, index == last, &at)?;
-        check::check_syntax(&statement).map_err(|u| vec![u.diagnostic(&text, index)])?;
+        check::check_syntax(&statement, index == last).map_err(|u| vec![u.diagnostic(&text, index)])?;
+        for window in windows.iter_mut().filter(|w| w.statement == index) {
+            window.register(&context, &at).map_err(|d| vec![d])?;
+        }
         let state = context.state();
         let logical = block_on(state.statement_to_plan(DfStatement::Statement(Box::new(statement))))
             .map_err(|error| vec![planning_error(&error, &at)])?;
         match logical {
             LogicalPlan::Ddl(DdlStatement::CreateView(view)) => {
                 check::check_logical(&view.input).map_err(|u| vec![u.diagnostic(&text, index)])?;
+                window::check_placeholders(&view.input, &windows, &at)?;
                 if tables.iter().any(|table| TableReference::from(table.as_str()) == view.name)
                     || (!view.or_replace && context.table_exist(view.name.clone()).unwrap_or(false))
                 {
@@ -90,19 +132,38 @@ pub fn plan(sql: &str, inputs: &[SqlInput]) -> Result<SqlProcessor, Vec<Diagnost
                     .register_table(view.name.clone(), table)
                     .map_err(|error| vec![planning_error(&error, &at)])?;
             }
-            logical => {
-                check::check_logical(&logical).map_err(|u| vec![u.diagnostic(&text, index)])?;
-                let physical = block_on(state.create_physical_plan(&logical))
-                    .map_err(|error| vec![planning_error(&error, &at)])?;
-                check::check_physical(physical.as_ref()).map_err(|u| vec![u.diagnostic(&text, index)])?;
-                return Ok(SqlProcessor::new(physical, inputs.len(), context.task_ctx()));
-            }
+            logical => return plan_query(&logical, &windows, &context, inputs.len(), options, &at),
         }
     }
     Err(vec![Diagnostic::new(
         "",
         "the SQL ends with CREATE VIEW; add a final SELECT whose rows are the processor's output",
     )])
+}
+
+/// Plans the final query: the one place that decides which kind of processor runs it.
+fn plan_query(
+    logical: &LogicalPlan,
+    windows: &[window::tvf::WindowTvf],
+    context: &SessionContext,
+    inputs: usize,
+    options: &PlanOptions,
+    at: &Context<'_>,
+) -> Result<SqlProcessor, Vec<Diagnostic>> {
+    // Joins (interval, window and lookup joins) are dispatched here, before aggregation.
+    if let Some(join) = join::plan(logical, context, inputs, options, at)? {
+        return Ok(SqlProcessor::stateful(join));
+    }
+    if let Some(aggregation) = window::plan_aggregation(logical, windows, context, inputs, options, at)? {
+        return Ok(aggregation);
+    }
+    check::check_logical(logical).map_err(|u| vec![u.diagnostic(at.text, at.statement)])?;
+    window::check_placeholders(logical, windows, at)?;
+    let state = context.state();
+    let physical =
+        block_on(state.create_physical_plan(logical)).map_err(|error| vec![planning_error(&error, at)])?;
+    check::check_physical(physical.as_ref()).map_err(|u| vec![u.diagnostic(at.text, at.statement)])?;
+    Ok(SqlProcessor::stateless(processor::StatelessQuery::new(physical, inputs, context.task_ctx())))
 }
 
 /// The session every processor plans in: one partition, no repartitioning or batch coalescing

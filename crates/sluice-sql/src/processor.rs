@@ -1,5 +1,7 @@
-//! [`SqlProcessor`]: runs a planned stateless query on one batch at a time.
+//! [`SqlProcessor`], what [`crate::plan`] returns: a [`StatelessQuery`] that runs a planned
+//! stateless query on one batch at a time, or a stateful processor (aggregation, joins).
 //!
+//! A stateless query:
 //! Chains of projections and filters (the common case) are evaluated directly with their
 //! physical expressions. Anything else (UNNEST, for instance) runs the physical plan with the
 //! leaf of the batch's input holding that batch and every other leaf empty. Both are correct
@@ -23,15 +25,106 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
-use sluice_runtime::processor::Processor;
+use sluice_runtime::processor::{EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext};
 use sluice_runtime::{Error, Result};
 
 use crate::diagnose::clean;
 use crate::input::InputExec;
 
-/// A planned SQL query that runs on one batch at a time; cheap to clone onto every worker.
-#[derive(Clone)]
+/// A planned SQL processor; cheap to clone onto every worker.
+///
+/// Either a stateless query, which transforms each batch on its own, or a stateful processor
+/// (see [`Processor::is_stateful`]) such as a windowed or updating aggregation; every
+/// [`Processor`] hook is forwarded to the one it holds.
 pub struct SqlProcessor {
+    inner: Box<dyn Processor>,
+    direct: bool,
+}
+
+impl SqlProcessor {
+    /// Wraps a stateless query.
+    pub(crate) fn stateless(query: StatelessQuery) -> Self {
+        let direct = query.is_direct();
+        Self { inner: Box::new(query), direct }
+    }
+
+    /// Wraps a stateful processor (an aggregation, a join).
+    pub(crate) fn stateful(processor: Box<dyn Processor>) -> Self {
+        Self { inner: processor, direct: false }
+    }
+
+    /// Whether the plan runs as a direct chain of expressions (true) or through DataFusion's
+    /// operators or a stateful processor (false); exposed for tests.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+}
+
+impl Clone for SqlProcessor {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone_box(), direct: self.direct }
+    }
+}
+
+impl std::fmt::Debug for SqlProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlProcessor")
+            .field("schema", &self.inner.output_schema())
+            .field("direct", &self.direct)
+            .field("stateful", &self.inner.is_stateful())
+            .finish()
+    }
+}
+
+impl Processor for SqlProcessor {
+    fn output_schema(&self) -> SchemaRef {
+        self.inner.output_schema()
+    }
+
+    fn process(&mut self, input: usize, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.inner.process(input, batch, out)
+    }
+
+    fn clone_box(&self) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.inner.is_stateful()
+    }
+
+    fn key_by(&self) -> Vec<Arc<dyn KeyHasher>> {
+        self.inner.key_by()
+    }
+
+    fn open(&mut self, context: ProcessorContext) -> Result<()> {
+        self.inner.open(context)
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.inner.on_watermark(watermark, out)
+    }
+
+    fn end_of_epoch(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.inner.end_of_epoch(out)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {
+        self.inner.restore(states)
+    }
+
+    fn state_size(&self) -> usize {
+        self.inner.state_size()
+    }
+}
+
+/// A planned stateless query that runs on one batch at a time; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct StatelessQuery {
     compiled: Arc<Compiled>,
 }
 
@@ -57,30 +150,46 @@ enum Step {
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
 }
 
-impl SqlProcessor {
+impl StatelessQuery {
     /// Wraps a checked, stateless physical plan over `inputs` inputs.
     pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, inputs: usize, task: Arc<TaskContext>) -> Self {
         let program = compile(&plan).unwrap_or(Program::Plan(Arc::clone(&plan)));
         Self { compiled: Arc::new(Compiled { schema: plan.schema(), inputs, program, task }) }
     }
 
-    /// Whether the plan runs as a direct chain of expressions (true) or through DataFusion's
-    /// operators (false); exposed for tests.
-    pub fn is_direct(&self) -> bool {
+    /// Whether the plan runs as a direct chain of expressions.
+    pub(crate) fn is_direct(&self) -> bool {
         !matches!(self.compiled.program, Program::Plan(_))
     }
-}
 
-impl std::fmt::Debug for SqlProcessor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlProcessor")
-            .field("schema", &self.compiled.schema)
-            .field("direct", &self.is_direct())
-            .finish()
+    /// Runs the query on one batch of input `input`, returning its result batches.
+    pub(crate) fn run(&self, input: usize, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
+        let compiled = &*self.compiled;
+        let mut out = Vec::new();
+        compiled.program.run(input, batch, &compiled.task, &mut out)?;
+        conform(&compiled.schema, &mut out)?;
+        Ok(out)
+    }
+
+    /// Whether some leaf of the query reads input `input`.
+    pub(crate) fn reads_input(&self, input: usize) -> bool {
+        fn reads(plan: &Arc<dyn ExecutionPlan>, input: usize) -> bool {
+            match plan.downcast_ref::<InputExec>() {
+                Some(leaf) => leaf.index() == input,
+                None => plan.children().into_iter().any(|child| reads(child, input)),
+            }
+        }
+        self.compiled.program.reads(input, &reads)
+    }
+
+    /// Whether the query gives exactly one row per row of input `input`, in order: a chain of
+    /// projections only.
+    pub(crate) fn one_row_per_input_row(&self, input: usize) -> bool {
+        self.compiled.program.one_row_per_row(input)
     }
 }
 
-impl Processor for SqlProcessor {
+impl Processor for StatelessQuery {
     fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.compiled.schema)
     }
@@ -158,6 +267,27 @@ fn compile(plan: &Arc<dyn ExecutionPlan>) -> Option<Program> {
 }
 
 impl Program {
+    fn reads(&self, input: usize, plan_reads: &dyn Fn(&Arc<dyn ExecutionPlan>, usize) -> bool) -> bool {
+        match self {
+            Program::Chain { leaf, .. } => leaf.index() == input,
+            Program::Union { branches, .. } => branches.iter().any(|b| b.reads(input, plan_reads)),
+            Program::Plan(plan) => plan_reads(plan, input),
+        }
+    }
+
+    fn one_row_per_row(&self, input: usize) -> bool {
+        match self {
+            Program::Chain { leaf, steps } => {
+                leaf.index() == input && steps.iter().all(|s| matches!(s, Step::Project { .. }))
+            }
+            Program::Union { branches, .. } => {
+                let mut reading = branches.iter().filter(|b| b.reads(input, &|_, _| true));
+                matches!((reading.next(), reading.next()), (Some(only), None) if only.one_row_per_row(input))
+            }
+            Program::Plan(_) => false,
+        }
+    }
+
     fn run(
         &self,
         input: usize,

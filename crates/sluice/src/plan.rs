@@ -8,12 +8,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use sluice_connectors::{SinkRequest, SourceRequest};
+use sluice_connectors::{LookupRequest, SinkRequest, SourceRequest};
 use sluice_runtime::dead_letter::OnError;
 use sluice_runtime::graph::{GraphNode, NodeKind, PipelineGraph, StreamRef};
 use sluice_runtime::processor::Processor;
-use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline};
-use sluice_sql::SqlInput;
+use sluice_runtime::watermark::WatermarkStrategy;
+use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline, WatermarkSpec};
+use sluice_sql::{PlanOptions, SqlInput, SqlLookup};
 
 /// A pipeline that passed validation.
 pub struct Planned {
@@ -21,6 +22,8 @@ pub struct Planned {
     pub spec: Pipeline,
     /// The runnable graph.
     pub graph: PipelineGraph,
+    /// The folder relative paths in the spec resolve against.
+    pub base_dir: PathBuf,
 }
 
 /// Reads and plans the spec at `path`; relative paths inside it resolve against its folder.
@@ -42,9 +45,16 @@ pub fn plan(text: &str, base_dir: &Path) -> Result<Planned, Vec<Diagnostic>> {
     // checked too, so every problem is reported at once.
     let (spec, diagnostics) = sluice_spec::parse_partial(text);
     let Some(spec) = spec else { return Err(diagnostics) };
-    let mut planner =
-        Planner { spec: &spec, base_dir, streams: HashMap::new(), diagnostics, nodes: Vec::new() };
+    let mut planner = Planner {
+        spec: &spec,
+        base_dir,
+        streams: HashMap::new(),
+        diagnostics,
+        nodes: Vec::new(),
+        lookups: Vec::new(),
+    };
     planner.sources();
+    planner.lookups();
     planner.processors();
     planner.sinks();
     let Planner { diagnostics, nodes, .. } = planner;
@@ -57,10 +67,11 @@ pub fn plan(text: &str, base_dir: &Path) -> Result<Planned, Vec<Diagnostic>> {
         dead_letter_dir: resolve(base_dir, &spec.dead_letter.path),
         nodes,
     };
-    Ok(Planned { spec, graph })
+    Ok(Planned { spec, graph, base_dir: base_dir.to_path_buf() })
 }
 
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+/// A path from the spec, resolved against the spec's folder unless absolute.
+pub fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) }
 }
@@ -76,6 +87,8 @@ struct Planner<'a> {
     streams: HashMap<String, Outputs>,
     diagnostics: Vec<Diagnostic>,
     nodes: Vec<GraphNode>,
+    /// Lookup tables SQL may join with.
+    lookups: Vec<SqlLookup>,
 }
 
 impl Planner<'_> {
@@ -104,15 +117,73 @@ impl Planner<'_> {
                         OnErrorSpec::Drop => OnError::Drop,
                         OnErrorSpec::DeadLetter => OnError::DeadLetter,
                     };
+                    let watermark = source.watermark.as_ref().and_then(|spec| {
+                        self.watermark(
+                            &format!("{path}.watermark"),
+                            spec,
+                            &self.streams[&source.name].clone(),
+                        )
+                    });
                     self.nodes.push(GraphNode {
                         name: source.name.clone(),
                         inputs: vec![],
-                        kind: NodeKind::Source { source: built, on_error },
+                        kind: NodeKind::Source { source: built, on_error, watermark },
                     });
                 }
                 Err(diagnostics) => self.report(&path, diagnostics),
             }
         }
+    }
+
+    fn lookups(&mut self) {
+        for (index, lookup) in self.spec.lookups.iter().enumerate() {
+            let request = LookupRequest {
+                name: &lookup.name,
+                options: &lookup.options,
+                schema: lookup.schema.as_deref(),
+                base_dir: self.base_dir,
+            };
+            match sluice_connectors::build_lookup(&lookup.connector, &request) {
+                Ok(source) => self.lookups.push(SqlLookup { table: lookup.name.clone(), source }),
+                Err(diagnostics) => self.report(&format!("lookups[{index}]"), diagnostics),
+            }
+        }
+    }
+
+    /// Resolves a source's event-time column in each of its outputs.
+    fn watermark(
+        &mut self,
+        path: &str,
+        spec: &WatermarkSpec,
+        outputs: &Outputs,
+    ) -> Option<WatermarkStrategy> {
+        let mut columns = Vec::new();
+        for (name, _, schema) in outputs {
+            let Ok(index) = schema.index_of(&spec.column) else {
+                let output = if name.is_empty() { String::new() } else { format!(" (output \"{name}\")") };
+                let fields = schema.fields().iter().map(|f| f.name().as_str());
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        format!("{path}.column"),
+                        format!("the source has no column \"{}\"{output} for event time", spec.column),
+                    )
+                    .suggest_closest(&spec.column, fields),
+                );
+                return None;
+            };
+            if let Err(error) = sluice_runtime::watermark::event_times(
+                &datafusion::arrow::array::new_empty_array(schema.field(index).data_type()),
+            ) {
+                self.diagnostics.push(Diagnostic::new(format!("{path}.column"), error.to_string()));
+                return None;
+            }
+            columns.push(Some(index));
+        }
+        Some(WatermarkStrategy {
+            columns,
+            max_out_of_orderness: Duration::from_millis(spec.max_out_of_orderness_ms),
+            idle_timeout: spec.idle_timeout_ms.map(Duration::from_millis),
+        })
     }
 
     fn processors(&mut self) {
@@ -130,7 +201,12 @@ impl Planner<'_> {
                     schema: schema.clone(),
                 })
                 .collect();
-            let planned = sluice_sql::plan(&processor.sql, &sql_inputs);
+            let options = PlanOptions {
+                allowed_lateness: Duration::from_millis(processor.allowed_lateness_ms),
+                state_ttl: processor.state_ttl_ms.map(Duration::from_millis),
+                lookups: self.lookups.clone(),
+            };
+            let planned = sluice_sql::plan(&processor.sql, &sql_inputs, &options);
             let mut key_by = Vec::new();
             if let Some(key) = &processor.key_by {
                 for (_, schema) in &inputs {

@@ -72,29 +72,73 @@ pub fn print_summary(name: &str, topology: &Topology, report: &RunReport) {
         }
     };
     eprintln!("pipeline \"{name}\" finished in {seconds:.2} s on {shape}");
+    if let Some(restored) = &report.restored_from {
+        eprintln!(
+            "resumed from checkpoint {} ({:?}, {} parts, taken by {} worker(s))",
+            restored.checkpoint,
+            restored.kind,
+            restored.parts.len(),
+            restored.workers
+        );
+    }
     eprintln!(
-        "{:<20} {:<10} {:>14} {:>14} {:>12} {:>12} {:>10}",
-        "node", "role", "records in", "records out", "MB in", "MB out", "busy s"
+        "{:<20} {:<10} {:>14} {:>14} {:>12} {:>12} {:>10} {:>10}",
+        "node", "role", "records in", "records out", "MB in", "MB out", "busy s", "state MB"
     );
     for operator in &report.operators {
         eprintln!(
-            "{:<20} {:<10} {:>14} {:>14} {:>12.1} {:>12.1} {:>10.2}",
+            "{:<20} {:<10} {:>14} {:>14} {:>12.1} {:>12.1} {:>10.2} {:>10.1}",
             operator.name,
             operator.role.as_str(),
             count(operator.records_in),
             count(operator.records_out),
             operator.bytes_in as f64 / 1e6,
             operator.bytes_out as f64 / 1e6,
-            operator.busy.as_secs_f64()
+            operator.busy.as_secs_f64(),
+            operator.state_bytes as f64 / 1e6
         );
     }
-    for source in &report.dead_letters {
-        if source.dead_lettered + source.dropped > 0 {
+    for node in &report.dead_letters {
+        if node.dead_lettered + node.dropped > 0 {
             eprintln!(
                 "bad records from \"{}\": {} sent to the dead-letter destination, {} dropped",
-                source.source, source.dead_lettered, source.dropped
+                node.node, node.dead_lettered, node.dropped
             );
         }
+    }
+    print_checkpoints(&report.checkpoints);
+}
+
+/// One line about the run's checkpoints and one per node about its parts in the last one.
+fn print_checkpoints(checkpoints: &[sluice_state::Manifest]) {
+    let Some(last) = checkpoints.last() else { return };
+    let mut durations: Vec<u64> = checkpoints.iter().map(|m| m.duration_ms).collect();
+    durations.sort_unstable();
+    let size = |m: &sluice_state::Manifest| m.parts.iter().map(|p| p.bytes).sum::<u64>();
+    eprintln!(
+        "checkpoints: {} completed, median {} ms, largest {:.1} KB; last: {} ({:?}{})",
+        checkpoints.len(),
+        durations[durations.len() / 2],
+        checkpoints.iter().map(size).max().unwrap_or(0) as f64 / 1024.0,
+        last.checkpoint,
+        last.kind,
+        if last.finished { ", every source read to the end" } else { "" }
+    );
+    let mut nodes: Vec<&str> = Vec::new();
+    for part in &last.parts {
+        if !nodes.contains(&part.node.as_str()) {
+            nodes.push(&part.node);
+        }
+    }
+    for node in nodes {
+        let parts: Vec<_> = last.parts.iter().filter(|p| p.node == node).collect();
+        eprintln!(
+            "  {node:<18} {:>10.1} KB in {} part(s), slowest write {} ms, longest alignment {} ms",
+            parts.iter().map(|p| p.bytes).sum::<u64>() as f64 / 1024.0,
+            parts.len(),
+            parts.iter().map(|p| p.duration_ms).max().unwrap_or(0),
+            parts.iter().map(|p| p.alignment_ms).max().unwrap_or(0)
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 //! The `datagen` source: random rows for a declared schema, shaped per field by `fields`
 //! (ranges, string lengths, value lists, null rates, sequences).
 //!
-//! Row `i` depends only on the seed and `i`; rows are split over workers in chunks (see
-//! `schedule`), so the union over workers does not depend on their number.
+//! Row `i` depends only on the seed and `i`; rows form a fixed set of replayable splits of
+//! chunks, assigned to workers (see `schedule`), so the union over workers does not depend on
+//! their number, nor on where the pipeline was stopped and resumed.
 
 mod column;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_runtime::Result;
 use sluice_runtime::connector::{
-    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus,
+    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus, SplitState,
 };
 use sluice_spec::Diagnostic;
 
@@ -121,13 +122,23 @@ impl Source for DatagenSource {
     }
 
     fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>> {
+        let schedule = Schedule::new(
+            context.worker,
+            self.options.count,
+            self.options.rows_per_second,
+            context.restore.as_deref().map(Vec::as_slice),
+        )?;
         Ok(Box::new(DatagenReader {
-            schedule: Schedule::new(context.worker, self.options.count, self.options.rows_per_second),
+            schedule,
             seed: self.options.seed.unwrap_or(0),
             schema: self.schema.clone(),
             plans: self.plans.clone(),
             context,
         }))
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }
 
@@ -147,16 +158,24 @@ impl SourceReader for DatagenReader {
         match self.schedule.step(max_rows) {
             Step::Done => Ok(SourceStatus::Finished),
             Step::Wait(delay) => Ok(SourceStatus::Idle(delay.min(Duration::from_millis(100)))),
-            Step::Rows(rows) => {
+            Step::Rows { split, rows } => {
                 let columns = self
                     .plans
                     .iter()
                     .map(|plan| plan.generate(self.seed, rows.start, rows.end))
                     .collect::<Result<Vec<_>, _>>()?;
                 let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-                out.push(SourceBatch { output: 0, batch });
+                out.push(SourceBatch { output: 0, split, batch });
                 Ok(SourceStatus::Ready)
             }
         }
+    }
+
+    fn splits(&self) -> usize {
+        self.schedule.splits()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<SplitState>> {
+        Ok(self.schedule.snapshot())
     }
 }

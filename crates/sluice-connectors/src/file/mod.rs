@@ -1,20 +1,26 @@
 //! The `file` connector: JSON Lines and CSV files as a source (a file or a folder, optionally
-//! followed for new files) and as a sink (atomically committed part files per worker).
+//! followed for new files), as a sink (atomically committed part files per worker, two-phase
+//! with checkpoints) and as a lookup table for enrichment joins (one file, reloaded when it
+//! changes).
 
+mod lookup;
 mod sink;
 mod source;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
+use sluice_runtime::processor::LookupTable;
 use sluice_spec::Diagnostic;
 
 use crate::format::TextFormat;
-use crate::{SinkRequest, SourceRequest, arrow_schema, options, resolve};
+use crate::{LookupRequest, SinkRequest, SourceRequest, arrow_schema, options, resolve};
 
+pub use lookup::FileLookup;
 pub use sink::FileSink;
 pub use source::FileSource;
 
@@ -70,6 +76,26 @@ pub struct FileSinkOptions {
 /// Option names of the `file` sink.
 pub const SINK_OPTIONS: &[&str] = &["path", "format", "roll_interval_ms", "roll_bytes"];
 
+/// Options of the `file` lookup table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLookupOptions {
+    /// The file to read, relative to the spec file's folder. Required.
+    pub path: Option<String>,
+    /// `jsonl` or `csv`; by default from the file extension.
+    pub format: Option<TextFormat>,
+    /// The column rows are looked up by. Required.
+    pub key: Option<String>,
+    /// How often to check whether the file changed (and reload it), in milliseconds; default
+    /// 10,000. 0 checks on every lookup.
+    pub reload_interval_ms: Option<u64>,
+    /// CSV settings, checked as [`CsvOptions`].
+    pub csv: Option<serde_json::Value>,
+}
+
+/// Option names of the `file` lookup table.
+pub const LOOKUP_OPTIONS: &[&str] = &["path", "format", "key", "reload_interval_ms", "csv"];
+
 /// What the file source was configured with, once checked.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceConfig {
@@ -86,49 +112,18 @@ pub(crate) struct SourceConfig {
 pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diagnostic>> {
     let options = options::parse::<FileSourceOptions>(request.options, SOURCE_OPTIONS, "options")?;
     let mut diagnostics = Vec::new();
-    let csv = match &options.csv {
-        Some(value) => match options::parse::<CsvOptions>(value, CSV_OPTIONS, "options.csv") {
-            Ok(csv) => csv,
-            Err(errors) => {
-                diagnostics.extend(errors);
-                CsvOptions::default()
-            }
-        },
-        None => CsvOptions::default(),
-    };
-    let delimiter = match csv.delimiter.as_deref() {
-        None => b',',
-        Some(text) if text.len() == 1 => text.as_bytes()[0],
-        Some(text) => {
-            diagnostics.push(Diagnostic::new(
-                "options.csv.delimiter",
-                format!("the delimiter must be a single ASCII character, found \"{text}\""),
-            ));
-            b','
-        }
-    };
+    let (header, delimiter) = csv_settings(options.csv.as_ref(), &mut diagnostics);
     let Some(path) = options.path.as_deref() else {
         diagnostics.push(options::missing("options", "path"));
         return Err(diagnostics);
     };
     let path = resolve(request.base_dir, path);
-    let format = match options.format.or_else(|| format_from_extension(&path)) {
-        Some(format) => format,
-        None => {
-            diagnostics.push(
-                Diagnostic::new(
-                    "options.format",
-                    format!("cannot tell the format of \"{}\" from its extension", path.display()),
-                )
-                .suggest("set `format: jsonl` or `format: csv`"),
-            );
-            return Err(diagnostics);
-        }
+    let Some(format) = format_of(&path, options.format, &mut diagnostics) else {
+        return Err(diagnostics);
     };
     if options.poll_interval_ms == Some(0) {
         diagnostics.push(Diagnostic::new("options.poll_interval_ms", "must be at least 1"));
     }
-    let header = csv.header.unwrap_or(true);
     let schema = match (request.schema, request.infer_schema) {
         (Some(fields), _) => Some(arrow_schema(fields)),
         (None, true) => match source::infer_schema(&path, format, header, delimiter) {
@@ -172,6 +167,103 @@ pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic
         options.roll_interval_ms.unwrap_or(10_000),
         options.roll_bytes.unwrap_or(128 * 1024 * 1024),
     )))
+}
+
+/// Builds the file lookup table from its request, reading the file once to check it.
+pub fn build_lookup(request: &LookupRequest) -> Result<Arc<dyn LookupTable>, Vec<Diagnostic>> {
+    let options = options::parse::<FileLookupOptions>(request.options, LOOKUP_OPTIONS, "options")?;
+    let mut diagnostics = Vec::new();
+    let (header, delimiter) = csv_settings(options.csv.as_ref(), &mut diagnostics);
+    if options.key.is_none() {
+        diagnostics.push(options::missing("options", "key"));
+    }
+    let Some(path) = options.path.as_deref() else {
+        diagnostics.push(options::missing("options", "path"));
+        return Err(diagnostics);
+    };
+    let path = resolve(request.base_dir, path);
+    let Some(format) = format_of(&path, options.format, &mut diagnostics) else {
+        return Err(diagnostics);
+    };
+    let schema = match request.schema {
+        Some(fields) => arrow_schema(fields),
+        None => match source::infer_schema(&path, format, header, delimiter) {
+            Ok(schema) => schema,
+            Err(message) => {
+                diagnostics.push(
+                    Diagnostic::new("options.path", message)
+                        .suggest("declare `schema:` for the lookup table"),
+                );
+                return Err(diagnostics);
+            }
+        },
+    };
+    let Some(key) = options.key else {
+        return Err(diagnostics);
+    };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if !names.contains(&key.as_str()) {
+        diagnostics.push(
+            Diagnostic::new("options.key", format!("unknown column \"{key}\""))
+                .suggest_closest(&key, names.iter().copied()),
+        );
+    }
+    if !diagnostics.is_empty() {
+        return Err(diagnostics);
+    }
+    let config = SourceConfig { path, format, follow: false, poll_interval_ms: 0, header, delimiter, schema };
+    let reload_interval = Duration::from_millis(options.reload_interval_ms.unwrap_or(10_000));
+    match FileLookup::open(config, &key, reload_interval) {
+        Ok(table) => Ok(Arc::new(table)),
+        Err(error) => Err(vec![Diagnostic::new("options.path", error.report())]),
+    }
+}
+
+/// The CSV `header` and `delimiter` settings from the raw `csv` option; problems are added to
+/// `diagnostics` and replaced by defaults.
+fn csv_settings(value: Option<&serde_json::Value>, diagnostics: &mut Vec<Diagnostic>) -> (bool, u8) {
+    let csv = match value {
+        Some(value) => match options::parse::<CsvOptions>(value, CSV_OPTIONS, "options.csv") {
+            Ok(csv) => csv,
+            Err(errors) => {
+                diagnostics.extend(errors);
+                CsvOptions::default()
+            }
+        },
+        None => CsvOptions::default(),
+    };
+    let delimiter = match csv.delimiter.as_deref() {
+        None => b',',
+        Some(text) if text.len() == 1 => text.as_bytes()[0],
+        Some(text) => {
+            diagnostics.push(Diagnostic::new(
+                "options.csv.delimiter",
+                format!("the delimiter must be a single ASCII character, found \"{text}\""),
+            ));
+            b','
+        }
+    };
+    (csv.header.unwrap_or(true), delimiter)
+}
+
+/// The declared format, or the one of the file's extension; `None` (and a diagnostic) if
+/// neither says.
+fn format_of(
+    path: &Path,
+    declared: Option<TextFormat>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<TextFormat> {
+    let format = declared.or_else(|| format_from_extension(path));
+    if format.is_none() {
+        diagnostics.push(
+            Diagnostic::new(
+                "options.format",
+                format!("cannot tell the format of \"{}\" from its extension", path.display()),
+            )
+            .suggest("set `format: jsonl` or `format: csv`"),
+        );
+    }
+    format
 }
 
 fn format_from_extension(path: &Path) -> Option<TextFormat> {

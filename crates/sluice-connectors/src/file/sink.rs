@@ -1,6 +1,17 @@
 //! Writing part files that appear atomically: each worker writes a hidden `.inprogress` file and
-//! renames it to `part-<worker>-<seq>.<ext>` once flushed and synced, so readers never see a
-//! half-written file, even after a crash.
+//! renames it to its final name once flushed and synced, so readers never see a half-written
+//! file, even after a crash.
+//!
+//! Without checkpoints, a part is committed (renamed to `part-<worker>-<seq>.<ext>`) at the end
+//! of an epoch once it is old or big enough, and at the end.
+//!
+//! With checkpoints, output becomes visible only when a checkpoint covering it is complete (two
+//! phases): [`SinkWriter::prepare`] closes and syncs the parts written since the last checkpoint
+//! and returns their hidden and final names (`part-<checkpoint>-<worker>-<seq>.<ext>`);
+//! [`SinkWriter::commit`] renames them. After a crash, worker 0 of the next run commits what the
+//! restored checkpoint prepared and deletes the hidden parts of crashed runs, whose records will
+//! be replayed. Hidden parts carry the run's *attempt* (the restored checkpoint + 1, or 0 for a
+//! fresh start) so that worker 0 never deletes a part of the run it belongs to.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -9,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
 use sluice_runtime::connector::{Sink, SinkContext, SinkWriter};
 use sluice_runtime::{Error, Result};
 
@@ -24,8 +36,9 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// A sink writing `format` part files into `dir`, committing at epoch ends once a file is
-    /// `roll_interval_ms` old or `roll_bytes` big, and at the end.
+    /// A sink writing `format` part files into `dir`, closing a part at the end of an epoch once
+    /// it is `roll_interval_ms` old or `roll_bytes` big. Without checkpoints closed parts are
+    /// committed at once; with checkpoints, at the next committed checkpoint.
     pub fn new(dir: PathBuf, format: TextFormat, roll_interval_ms: u64, roll_bytes: u64) -> Self {
         Self { dir, format, roll_interval: Duration::from_millis(roll_interval_ms), roll_bytes }
     }
@@ -40,6 +53,21 @@ impl Sink for FileSink {
     fn open(&self, context: SinkContext) -> Result<Box<dyn SinkWriter>> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::external(format!("creating {}", self.dir.display()), e))?;
+        let transactions = if context.checkpointing {
+            let restored = match &context.restore {
+                Some(states) => Some(parse_states(states)?),
+                None => None,
+            };
+            let attempt = restored.as_ref().and_then(|states| last_checkpoint(states)).map_or(0, |c| c + 1);
+            if context.worker.index == 0
+                && let Some(states) = &restored
+            {
+                self.recover(states, attempt)?;
+            }
+            Some(Transactions { attempt, closed: Vec::new(), prepared: Vec::new(), last_checkpoint: None })
+        } else {
+            None
+        };
         let next_seq = next_sequence(&self.dir, context.worker.index, self.format)?;
         Ok(Box::new(FileWriter {
             sink: self.clone(),
@@ -48,17 +76,119 @@ impl Sink for FileSink {
             next_seq,
             open: None,
             buffer: Vec::new(),
+            transactions,
         }))
     }
+}
+
+impl FileSink {
+    /// Makes everything the restored checkpoint prepared visible, then deletes the hidden parts
+    /// of earlier attempts: they hold records that will be replayed.
+    fn recover(&self, states: &[PreparedState], attempt: u64) -> Result<()> {
+        for state in states {
+            for part in &state.parts {
+                self.publish(part, true)?;
+            }
+        }
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::external(format!("reading {}", self.dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::external(format!("reading {}", self.dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = match hidden_part_attempt(&name) {
+                Some(Some(part_attempt)) => part_attempt < attempt,
+                Some(None) => true,
+                None => false,
+            };
+            if stale {
+                let path = entry.path();
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::external(format!("deleting {}", path.display()), e)),
+                }
+                tracing::debug!(file = %path.display(), "deleted a part file of a crashed run");
+            }
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    /// Renames a prepared part to its final name. With `recovering`, a part already renamed is
+    /// fine: the crashed run may have committed it.
+    fn publish(&self, part: &PreparedPart, recovering: bool) -> Result<()> {
+        let hidden = self.dir.join(&part.hidden);
+        let target = self.dir.join(&part.name);
+        let hidden_exists = hidden.try_exists().unwrap_or(true);
+        let target_exists = target.try_exists().unwrap_or(false);
+        match (hidden_exists, target_exists) {
+            (true, true) => Err(Error::internal(format!(
+                "committing {} would overwrite a committed part file of the same name: checkpoint \
+                 ids must grow across restarts",
+                target.display()
+            ))),
+            (true, false) => std::fs::rename(&hidden, &target)
+                .map_err(|e| Error::external(format!("committing {}", target.display()), e)),
+            (false, true) if recovering => Ok(()),
+            (false, _) => Err(Error::user(format!(
+                "cannot commit {}: its prepared file {} is missing. The output folder was changed \
+                 behind the pipeline's back, so checkpoint {} cannot be completed; restore from \
+                 another checkpoint or start without one",
+                target.display(),
+                hidden.display(),
+                part.checkpoint
+            ))),
+        }
+    }
+}
+
+/// What `prepare` returns, serialized as JSON: every part prepared and not yet committed by
+/// one writer when the checkpoint was taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreparedState {
+    /// The checkpoint being prepared.
+    checkpoint: u64,
+    /// The parts to commit for it (some may be of earlier checkpoints, prepared but not yet
+    /// committed).
+    parts: Vec<PreparedPart>,
+}
+
+/// A closed, synced part file waiting for its checkpoint to complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreparedPart {
+    /// The checkpoint the part belongs to.
+    checkpoint: u64,
+    /// Its hidden name in the sink's folder.
+    hidden: String,
+    /// Its final name in the sink's folder.
+    name: String,
 }
 
 /// The part file being written.
 struct OpenPart {
     temp: PathBuf,
-    target: PathBuf,
+    seq: u64,
     file: BufWriter<File>,
     bytes: u64,
     opened: Instant,
+}
+
+/// A part closed and synced, not yet prepared for a checkpoint.
+struct ClosedPart {
+    hidden: String,
+    seq: u64,
+}
+
+/// Two-phase commit bookkeeping of a writer in a checkpointed pipeline.
+struct Transactions {
+    /// This run's attempt: the restored checkpoint + 1, or 0.
+    attempt: u64,
+    closed: Vec<ClosedPart>,
+    prepared: Vec<PreparedPart>,
+    /// The last checkpoint prepared by this writer.
+    last_checkpoint: Option<u64>,
 }
 
 struct FileWriter {
@@ -68,6 +198,8 @@ struct FileWriter {
     next_seq: u64,
     open: Option<OpenPart>,
     buffer: Vec<u8>,
+    /// Present when the pipeline takes checkpoints.
+    transactions: Option<Transactions>,
 }
 
 impl SinkWriter for FileWriter {
@@ -95,64 +227,214 @@ impl SinkWriter for FileWriter {
         let due = self.open.as_ref().is_some_and(|part| {
             part.bytes >= self.sink.roll_bytes || part.opened.elapsed() >= self.sink.roll_interval
         });
-        if due { self.commit() } else { Ok(()) }
+        if !due {
+            return Ok(());
+        }
+        if self.transactions.is_some() { self.close_part() } else { self.commit_open() }
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.commit()
+        let Some(transactions) = &self.transactions else {
+            return self.commit_open();
+        };
+        // Normally nothing is left after the final commit; whatever is, is the end of the output.
+        let checkpoint = transactions.last_checkpoint.map_or(transactions.attempt, |c| c + 1);
+        self.prepare(checkpoint)?;
+        self.commit(checkpoint)
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn prepare(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        if self.transactions.is_none() {
+            return Err(Error::internal("prepare called on a file sink opened without checkpointing"));
+        }
+        self.close_part()?;
+        let extension = self.sink.format.extension();
+        let worker = self.worker;
+        let Some(transactions) = self.transactions.as_mut() else {
+            return Err(Error::internal("file sink transactions vanished"));
+        };
+        for part in transactions.closed.drain(..) {
+            transactions.prepared.push(PreparedPart {
+                checkpoint,
+                hidden: part.hidden,
+                name: format!("part-{checkpoint:010}-{worker:05}-{:05}.{extension}", part.seq),
+            });
+        }
+        transactions.last_checkpoint = Some(checkpoint);
+        // The hidden files' names must survive a crash too.
+        sync_dir(&self.sink.dir);
+        let state = PreparedState { checkpoint, parts: transactions.prepared.clone() };
+        serde_json::to_vec(&state)
+            .map_err(|e| Error::internal(format!("encoding the prepared state of the file sink: {e}")))
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let Some(transactions) = self.transactions.as_mut() else {
+            return Err(Error::internal("commit called on a file sink opened without checkpointing"));
+        };
+        let (due, later): (Vec<_>, Vec<_>) =
+            transactions.prepared.drain(..).partition(|part| part.checkpoint <= checkpoint);
+        transactions.prepared = later;
+        for (index, part) in due.iter().enumerate() {
+            if let Err(error) = self.sink.publish(part, false) {
+                // Keep what is not committed yet, so that a retry can finish the job.
+                if let Some(transactions) = self.transactions.as_mut() {
+                    transactions.prepared.splice(0..0, due[index..].iter().cloned());
+                }
+                return Err(error);
+            }
+        }
+        if !due.is_empty() {
+            sync_dir(&self.sink.dir);
+        }
+        Ok(())
     }
 }
 
 impl FileWriter {
     fn start_part(&mut self) -> Result<OpenPart> {
-        let name = format!("part-{:05}-{:05}.{}", self.worker, self.next_seq, self.sink.format.extension());
+        let seq = self.next_seq;
         self.next_seq += 1;
-        let temp = self.sink.dir.join(format!(".{name}.inprogress"));
+        let name = format!("part-{:05}-{seq:05}.{}", self.worker, self.sink.format.extension());
+        let hidden = match &self.transactions {
+            Some(transactions) => format!(".{name}.attempt-{}.inprogress", transactions.attempt),
+            None => format!(".{name}.inprogress"),
+        };
+        let temp = self.sink.dir.join(hidden);
         let file =
             File::create(&temp).map_err(|e| Error::external(format!("creating {}", temp.display()), e))?;
         Ok(OpenPart {
             temp,
-            target: self.sink.dir.join(name),
+            seq,
             file: BufWriter::with_capacity(1024 * 1024, file),
             bytes: 0,
             opened: Instant::now(),
         })
     }
 
-    /// Makes the open part durable and visible under its final name.
-    fn commit(&mut self) -> Result<()> {
-        let Some(part) = self.open.take() else {
+    /// Flushes and syncs the open part, if any, and returns it.
+    fn sync_open(&mut self) -> Result<Option<OpenPart>> {
+        let Some(mut part) = self.open.take() else {
+            return Ok(None);
+        };
+        let failed = |e| Error::external(format!("writing {}", part.temp.display()), e);
+        part.file.flush().map_err(failed)?;
+        part.file.get_ref().sync_all().map_err(failed)?;
+        Ok(Some(part))
+    }
+
+    /// Without checkpoints: makes the open part durable and visible under its final name.
+    fn commit_open(&mut self) -> Result<()> {
+        let Some(part) = self.sync_open()? else {
             return Ok(());
         };
-        let failed = |e| Error::external(format!("committing {}", part.target.display()), e);
-        let file = part.file.into_inner().map_err(|e| failed(e.into_error()))?;
-        file.sync_all().map_err(failed)?;
-        std::fs::rename(&part.temp, &part.target).map_err(failed)?;
-        // Make the rename itself durable; not every platform can sync a folder, so best effort.
-        if let Ok(dir) = File::open(&self.sink.dir) {
-            let _ = dir.sync_all();
-        }
+        let target = self.sink.dir.join(format!(
+            "part-{:05}-{:05}.{}",
+            self.worker,
+            part.seq,
+            self.sink.format.extension()
+        ));
+        std::fs::rename(&part.temp, &target)
+            .map_err(|e| Error::external(format!("committing {}", target.display()), e))?;
+        sync_dir(&self.sink.dir);
+        Ok(())
+    }
+
+    /// With checkpoints: makes the open part durable, still hidden, until the next `prepare`.
+    fn close_part(&mut self) -> Result<()> {
+        let Some(part) = self.sync_open()? else {
+            return Ok(());
+        };
+        let hidden = part.temp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(transactions) = self.transactions.as_mut() else {
+            return Err(Error::internal("closing a checkpointed part without transactions"));
+        };
+        transactions.closed.push(ClosedPart { hidden, seq: part.seq });
         Ok(())
     }
 }
 
-/// The first sequence number after this worker's existing part files, so a rerun never
-/// overwrites committed output.
+/// Makes renames and creations in `dir` durable; not every platform can sync a folder, so this
+/// is best effort.
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Decodes what the writers of the previous run returned from `prepare`.
+fn parse_states(states: &[Vec<u8>]) -> Result<Vec<PreparedState>> {
+    states
+        .iter()
+        .enumerate()
+        .filter(|(_, bytes)| !bytes.is_empty())
+        .map(|(worker, bytes)| {
+            serde_json::from_slice(bytes).map_err(|e| {
+                Error::user(format!(
+                    "cannot restore the file sink from the checkpoint: the state of worker {worker} is \
+                     not a file sink state ({e}); the checkpoint was taken with another sink, so start \
+                     without it"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The restored checkpoint: the latest one any writer prepared.
+fn last_checkpoint(states: &[PreparedState]) -> Option<u64> {
+    states.iter().map(|state| state.checkpoint).max()
+}
+
+/// For a hidden part file's name, the attempt of the run that wrote it (`Some(None)` for a
+/// run without checkpoints); `None` for any other file.
+fn hidden_part_attempt(name: &str) -> Option<Option<u64>> {
+    let rest = name.strip_prefix(".part-")?.strip_suffix(".inprogress")?;
+    match rest.rsplit_once(".attempt-") {
+        Some((_, attempt)) => attempt.parse::<u64>().ok().map(Some),
+        None => Some(None),
+    }
+}
+
+/// The first sequence number after this worker's existing part files (of runs with and without
+/// checkpoints), so a rerun never overwrites committed output.
 fn next_sequence(dir: &Path, worker: usize, format: TextFormat) -> Result<u64> {
-    let prefix = format!("part-{worker:05}-");
     let suffix = format!(".{}", format.extension());
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::external(format!("reading {}", dir.display()), e))?;
     let mut next = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let seq = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(&suffix))
-            .and_then(|seq| seq.parse::<u64>().ok());
-        if let Some(seq) = seq {
+        let Some(numbers) = name.strip_prefix("part-").and_then(|rest| rest.strip_suffix(&suffix)) else {
+            continue;
+        };
+        let numbers: Vec<&str> = numbers.split('-').collect();
+        // `part-<worker>-<seq>` without checkpoints, `part-<checkpoint>-<worker>-<seq>` with.
+        let (part_worker, seq) = match numbers.as_slice() {
+            [part_worker, seq] | [_, part_worker, seq] => (part_worker.parse::<usize>(), seq.parse::<u64>()),
+            _ => continue,
+        };
+        if let (Ok(part_worker), Ok(seq)) = (part_worker, seq)
+            && part_worker == worker
+        {
             next = next.max(seq + 1);
         }
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_part_names_tell_their_attempt() {
+        assert_eq!(hidden_part_attempt(".part-00001-00002.jsonl.attempt-7.inprogress"), Some(Some(7)));
+        assert_eq!(hidden_part_attempt(".part-00001-00002.jsonl.inprogress"), Some(None));
+        assert_eq!(hidden_part_attempt("part-00001-00002.jsonl"), None);
+        assert_eq!(hidden_part_attempt(".other.inprogress"), None);
+    }
 }

@@ -1,7 +1,13 @@
 //! Reading JSON Lines and CSV files into batches, line by line, with bad lines sent to the
 //! dead-letter sink instead of failing the batch.
+//!
+//! Each file is a split, named by its path relative to the source's `path` (its file name when
+//! `path` is a file). Its position is the byte offset after the last complete line returned, with
+//! the line number (for dead-letter positions) and whether a CSV header was skipped, as JSON. A
+//! file read to its end is a position at its end: resuming never reads it again, except lines
+//! appended since.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -13,8 +19,9 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
 use sluice_runtime::connector::{
-    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus,
+    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus, SplitState,
 };
 use sluice_runtime::dead_letter::DeadLetter;
 use sluice_runtime::{Error, Result};
@@ -43,35 +50,73 @@ impl Source for FileSource {
     }
 
     fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>> {
-        Ok(Box::new(FileReader {
+        let mut restored = HashMap::new();
+        for state in context.restore.as_deref().map(Vec::as_slice).unwrap_or_default() {
+            let position = serde_json::from_slice::<FilePosition>(&state.position).map_err(|e| {
+                Error::user(format!(
+                    "cannot resume file \"{}\" from the checkpoint: its position is not a file \
+                     position ({e}); the checkpoint was taken by another source, so start the \
+                     pipeline without it",
+                    state.split
+                ))
+            })?;
+            restored.insert(state.split.clone(), position);
+        }
+        let mut reader = FileReader {
+            decoder: LineDecoder::new(&self.config),
             config: self.config.clone(),
             context,
+            restored,
             files: Vec::new(),
             known: HashSet::new(),
             current: 0,
             last_scan: None,
-        }))
+        };
+        // Scanning now gives the reader its splits, with their restored positions, before the
+        // first snapshot.
+        reader.scan()?;
+        Ok(Box::new(reader))
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }
 
-/// How far one file has been read.
-#[derive(Debug)]
-struct Cursor {
-    path: PathBuf,
+/// Where to resume reading one file: the saved form of a [`Cursor`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePosition {
     /// Bytes consumed as complete lines.
     offset: u64,
     /// Lines consumed (1-based number of the last one).
     line: u64,
+    /// CSV with a header: whether the header line was skipped.
+    header_seen: bool,
+}
+
+/// How far one file has been read.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    path: PathBuf,
+    /// The split name: the path relative to the source's path.
+    name: String,
+    position: FilePosition,
     reader: Option<BufReader<File>>,
     /// Bounded mode: read to the end.
     done: bool,
-    /// CSV with a header: whether the header line (the first non-blank one) was skipped.
-    header_seen: bool,
+    /// Whether the file was opened before (its length is checked against a resumed position
+    /// once).
+    opened: bool,
 }
 
 struct FileReader {
     config: Arc<SourceConfig>,
+    decoder: LineDecoder,
     context: SourceContext,
+    /// Positions to resume files from, by split name.
+    restored: HashMap<String, FilePosition>,
+    /// This worker's files (its splits), in the order they were found.
     files: Vec<Cursor>,
     known: HashSet<PathBuf>,
     current: usize,
@@ -80,10 +125,17 @@ struct FileReader {
 
 /// Lines taken from a file for one batch: their bytes, each followed by `\n`.
 #[derive(Default)]
-struct Lines {
+pub(crate) struct Lines {
     bytes: Vec<u8>,
     /// (1-based line number, start, end) in `bytes`, end excluding the newline.
     spans: Vec<(u64, usize, usize)>,
+}
+
+impl Lines {
+    /// Whether no line was taken.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
 }
 
 impl SourceReader for FileReader {
@@ -99,12 +151,22 @@ impl SourceReader for FileReader {
         if scan_due {
             self.scan()?;
         }
+        let skip_header = self.decoder.skips_header();
         while self.current < self.files.len() {
-            let lines = self.read_lines(self.current, max_rows.max(1))?;
-            if !lines.spans.is_empty() {
-                let path = self.files[self.current].path.clone();
-                if let Some(batch) = self.decode(&path, &lines)? {
-                    out.push(SourceBatch { output: 0, batch });
+            let cursor = &mut self.files[self.current];
+            let lines = cursor.read_lines(max_rows.max(1), self.config.follow, skip_header)?;
+            if !lines.is_empty() {
+                let path = cursor.path.clone();
+                let dead_letters = &mut self.context.dead_letters;
+                let batch = self.decoder.decode(&lines, &mut |line, raw, reason| {
+                    dead_letters.report(DeadLetter {
+                        position: format!("{}:{line}", path.display()),
+                        raw: raw.to_vec(),
+                        reason,
+                    })
+                })?;
+                if let Some(batch) = batch {
+                    out.push(SourceBatch { output: 0, split: self.current, batch });
                 }
                 return Ok(SourceStatus::Ready);
             }
@@ -119,91 +181,159 @@ impl SourceReader for FileReader {
         let since = self.last_scan.map_or(Duration::ZERO, |at| at.elapsed());
         Ok(SourceStatus::Idle(interval.saturating_sub(since).max(Duration::from_millis(1))))
     }
+
+    fn splits(&self) -> usize {
+        self.files.len()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<SplitState>> {
+        self.files
+            .iter()
+            .map(|cursor| {
+                let position = serde_json::to_vec(&cursor.position)
+                    .map_err(|e| Error::internal(format!("encoding the position of {}: {e}", cursor.name)))?;
+                Ok(SplitState { split: cursor.name.clone(), position })
+            })
+            .collect()
+    }
 }
 
 impl FileReader {
-    /// Adds this worker's files that are not known yet.
+    /// Adds this worker's files that are not known yet, resuming them where the checkpoint
+    /// being restored left them.
     fn scan(&mut self) -> Result<()> {
         self.last_scan = Some(Instant::now());
-        let listed = list_files(&self.config.path)
-            .map_err(|e| Error::external(format!("reading {}", self.config.path.display()), e))?;
+        let root = &self.config.path;
+        let listed =
+            list_files(root).map_err(|e| Error::external(format!("reading {}", root.display()), e))?;
         let worker = self.context.worker;
         for (index, path) in listed.into_iter().enumerate() {
+            let name = split_name(root, &path);
+            // Bounded: balance by position in the sorted listing. Following: by name, so that
+            // owners do not change when files appear.
             let mine = if self.config.follow {
-                owner_by_name(&path, worker.peers) == worker.index
+                owner_by_name(&name, worker.peers) == worker.index
             } else {
                 index % worker.peers.max(1) == worker.index
             };
             if mine && self.known.insert(path.clone()) {
-                self.files.push(Cursor {
-                    path,
-                    offset: 0,
-                    line: 0,
-                    reader: None,
-                    done: false,
-                    header_seen: false,
-                });
+                let position = self.restored.get(&name).copied().unwrap_or_default();
+                self.files.push(Cursor { path, name, position, reader: None, done: false, opened: false });
             }
         }
         Ok(())
     }
+}
 
-    /// Up to `max` non-empty lines of file `index`, from where the last call stopped.
-    fn read_lines(&mut self, index: usize, max: usize) -> Result<Lines> {
-        let follow = self.config.follow;
-        let skip_header = self.config.format == TextFormat::Csv && self.config.header;
-        let cursor = &mut self.files[index];
+impl Cursor {
+    /// A cursor at the start of `path`, for reading a whole file once.
+    pub(crate) fn start(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            name: String::new(),
+            position: FilePosition::default(),
+            reader: None,
+            done: false,
+            opened: false,
+        }
+    }
+
+    /// Up to `max` non-empty lines, from where the last call stopped. When following, a last
+    /// line without its newline is left for later; otherwise it is taken and the file is done.
+    /// Blank lines, and the header when `skip_header`, are consumed but not returned.
+    pub(crate) fn read_lines(&mut self, max: usize, follow: bool, skip_header: bool) -> Result<Lines> {
         let mut lines = Lines::default();
-        if cursor.done {
+        if self.done {
             return Ok(lines);
         }
-        let io_error = |e| Error::external(format!("reading {}", cursor.path.display()), e);
-        if cursor.reader.is_none() {
-            let mut file = File::open(&cursor.path).map_err(io_error)?;
-            file.seek(SeekFrom::Start(cursor.offset)).map_err(io_error)?;
-            cursor.reader = Some(BufReader::with_capacity(256 * 1024, file));
-        }
-        let Some(reader) = cursor.reader.as_mut() else {
-            return Err(Error::internal("file reader vanished after opening"));
+        let path = &self.path;
+        let io_error = |e| Error::external(format!("reading {}", path.display()), e);
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => {
+                let mut file = File::open(path).map_err(io_error)?;
+                let len = file.metadata().map_err(io_error)?.len();
+                if !self.opened && len < self.position.offset {
+                    // Resumed past the end: the file was truncated or replaced since the
+                    // checkpoint. Its lines up to the offset were read; the rest cannot be told.
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = self.position.offset,
+                        len,
+                        "the file is shorter than the position resumed from; waiting for it to grow"
+                    );
+                }
+                self.opened = true;
+                file.seek(SeekFrom::Start(self.position.offset)).map_err(io_error)?;
+                self.reader.insert(BufReader::with_capacity(256 * 1024, file))
+            }
         };
         while lines.spans.len() < max {
             let start = lines.bytes.len();
-            let read = reader
-                .read_until(b'\n', &mut lines.bytes)
-                .map_err(|e| Error::external(format!("reading {}", cursor.path.display()), e))?;
+            let read = reader.read_until(b'\n', &mut lines.bytes).map_err(io_error)?;
             let complete = lines.bytes.last() == Some(&b'\n') && lines.bytes.len() > start;
             if read == 0 || (!complete && follow) {
                 // End of the data for now; a partial last line waits for its end when following.
                 lines.bytes.truncate(start);
-                cursor.reader = None;
-                cursor.done = !follow;
+                self.reader = None;
+                self.done = !follow;
                 break;
             }
-            cursor.offset += read as u64;
-            cursor.line += 1;
+            self.position.offset += read as u64;
+            self.position.line += 1;
             let mut end = lines.bytes.len();
             while end > start && matches!(lines.bytes[end - 1], b'\n' | b'\r') {
                 end -= 1;
             }
             let blank = lines.bytes[start..end].iter().all(u8::is_ascii_whitespace);
-            let header = !blank && skip_header && !cursor.header_seen;
+            let header = !blank && skip_header && !self.position.header_seen;
             if blank || header {
-                cursor.header_seen |= header;
+                self.position.header_seen |= header;
                 lines.bytes.truncate(start);
                 continue;
             }
             lines.bytes.truncate(end);
             lines.bytes.push(b'\n');
-            lines.spans.push((cursor.line, start, end));
+            lines.spans.push((self.position.line, start, end));
         }
         Ok(lines)
     }
+}
 
-    /// Decodes `lines` as one batch; if that fails, line by line, reporting the bad ones.
-    /// Every line must yield exactly one record: a line holding two JSON values, or a CSV
-    /// line split by a stray `\r` or joined to the next by an open quote, is a bad line, never
-    /// extra or missing records.
-    fn decode(&mut self, path: &Path, lines: &Lines) -> Result<Option<RecordBatch>> {
+/// What [`LineDecoder::decode`] does with a bad line: gets its line number, raw bytes and the
+/// reason it is bad.
+pub(crate) type BadLine<'a> = dyn FnMut(u64, &[u8], String) -> Result<()> + 'a;
+
+/// Turns lines of one format into records of one schema.
+#[derive(Debug, Clone)]
+pub(crate) struct LineDecoder {
+    format: TextFormat,
+    delimiter: u8,
+    header: bool,
+    schema: SchemaRef,
+}
+
+impl LineDecoder {
+    /// A decoder for the files of `config`.
+    pub(crate) fn new(config: &SourceConfig) -> Self {
+        Self {
+            format: config.format,
+            delimiter: config.delimiter,
+            header: config.header,
+            schema: config.schema.clone(),
+        }
+    }
+
+    /// Whether the first non-blank line of each file is a header to skip.
+    pub(crate) fn skips_header(&self) -> bool {
+        self.format == TextFormat::Csv && self.header
+    }
+
+    /// Decodes `lines` as one batch; if that fails, line by line, passing each bad line to
+    /// `bad` (line number, raw bytes, reason). Every line must yield exactly one record: a line
+    /// holding two JSON values, or a CSV line split by a stray `\r` or joined to the next by an
+    /// open quote, is a bad line, never extra or missing records.
+    pub(crate) fn decode(&self, lines: &Lines, bad: &mut BadLine<'_>) -> Result<Option<RecordBatch>> {
         let all_sound =
             lines.spans.iter().all(|&(_, start, end)| self.line_problem(&lines.bytes[start..end]).is_none());
         if all_sound
@@ -227,22 +357,18 @@ impl FileReader {
             };
             match decoded {
                 Ok(batch) => good.push(batch),
-                Err(reason) => self.context.dead_letters.report(DeadLetter {
-                    position: format!("{}:{line}", path.display()),
-                    raw: lines.bytes[start..end].to_vec(),
-                    reason,
-                })?,
+                Err(reason) => bad(line, &lines.bytes[start..end], reason)?,
             }
         }
         if good.is_empty() {
             return Ok(None);
         }
-        Ok(Some(concat_batches(&self.config.schema, &good)?))
+        Ok(Some(concat_batches(&self.schema, &good)?))
     }
 
     /// A problem visible in the raw line before decoding it.
     fn line_problem(&self, line: &[u8]) -> Option<String> {
-        if self.config.format != TextFormat::Csv {
+        if self.format != TextFormat::Csv {
             return None;
         }
         let quotes = line.iter().filter(|&&b| b == b'"').count();
@@ -250,8 +376,8 @@ impl FileReader {
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-        let schema = self.config.schema.clone();
-        let batch = match self.config.format {
+        let schema = self.schema.clone();
+        let batch = match self.format {
             TextFormat::Jsonl => {
                 let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
                     .with_batch_size(rows + 1)
@@ -265,7 +391,7 @@ impl FileReader {
             TextFormat::Csv => {
                 let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(false)
-                    .with_delimiter(self.config.delimiter)
+                    .with_delimiter(self.delimiter)
                     .with_batch_size(rows + 1)
                     .build_decoder();
                 let mut rest = bytes;
@@ -319,10 +445,18 @@ pub(crate) fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The stable name of a file of the source at `root`: its path relative to `root`, or its file
+/// name when `root` is the file itself.
+fn split_name(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(relative) if !relative.as_os_str().is_empty() => relative.to_string_lossy().into_owned(),
+        _ => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}
+
 /// The worker that reads a file in follow mode: from its name, so it does not change when
 /// other files appear.
-fn owner_by_name(path: &Path, peers: usize) -> usize {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn owner_by_name(name: &str, peers: usize) -> usize {
     // FNV-1a: stable across processes and Rust versions, unlike the std hasher.
     let hash =
         name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));

@@ -1,9 +1,9 @@
 //! The Nexmark source: the standard online-auction benchmark stream of persons, auctions and
 //! bids, with the ids, proportions and event times of the reference generator.
 //!
-//! Event `n`'s content depends only on the seed and `n`; events are split over workers in chunks
-//! (see `schedule`). Columns are generated straight into Arrow buffers; strings come
-//! from pools built once per source, so a bid costs no allocation.
+//! Event `n`'s content depends only on the seed and `n`; events form a fixed set of replayable
+//! splits of chunks, assigned to workers (see `schedule`). Columns are generated straight into
+//! Arrow buffers; strings come from pools built once per source, so a bid costs no allocation.
 
 pub mod model;
 
@@ -18,7 +18,7 @@ use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use sluice_runtime::Result;
 use sluice_runtime::connector::{
-    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus,
+    Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus, SplitState,
 };
 use sluice_spec::Diagnostic;
 
@@ -102,8 +102,14 @@ impl Source for NexmarkSource {
 
     fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>> {
         let used = |i: usize| context.used_outputs.get(i).copied().unwrap_or(true);
+        let schedule = Schedule::new(
+            context.worker,
+            self.options.events,
+            self.options.events_per_second,
+            context.restore.as_deref().map(Vec::as_slice),
+        )?;
         Ok(Box::new(NexmarkReader {
-            schedule: Schedule::new(context.worker, self.options.events, self.options.events_per_second),
+            schedule,
             generator: Generator {
                 seed: self.options.seed.unwrap_or(0),
                 rate: self.options.events_per_second.unwrap_or(model::DEFAULT_EVENT_RATE),
@@ -113,6 +119,10 @@ impl Source for NexmarkSource {
             },
             context,
         }))
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }
 
@@ -130,11 +140,23 @@ impl SourceReader for NexmarkReader {
         match self.schedule.step(max_rows) {
             Step::Done => Ok(SourceStatus::Finished),
             Step::Wait(delay) => Ok(SourceStatus::Idle(delay.min(Duration::from_millis(100)))),
-            Step::Rows(events) => {
-                self.generator.generate(events.start, events.end, out)?;
+            Step::Rows { split, rows } => {
+                let first = out.len();
+                self.generator.generate(rows.start, rows.end, out)?;
+                for batch in &mut out[first..] {
+                    batch.split = split;
+                }
                 Ok(SourceStatus::Ready)
             }
         }
+    }
+
+    fn splits(&self) -> usize {
+        self.schedule.splits()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<SplitState>> {
+        Ok(self.schedule.snapshot())
     }
 }
 
@@ -183,7 +205,7 @@ impl Generator {
 
     fn push(&self, output: usize, batch: RecordBatch, out: &mut Vec<SourceBatch>) {
         if batch.num_rows() > 0 {
-            out.push(SourceBatch { output, batch });
+            out.push(SourceBatch { output, split: 0, batch });
         }
     }
 

@@ -8,7 +8,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde_json::Value;
 use sluice_connectors::{SinkRequest, SourceRequest, build_sink, build_source};
-use sluice_runtime::connector::{Sink, SinkContext, Source, SourceContext, SourceStatus, WorkerPosition};
+use sluice_runtime::connector::{
+    Sink, SinkContext, Source, SourceContext, SourceStatus, SplitState, WorkerPosition,
+};
 use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
 use sluice_spec::{DataType, FieldSpec};
 
@@ -67,7 +69,7 @@ pub fn sink_errors(connector: &str, options: Value) -> Vec<String> {
 }
 
 pub fn sink_context(index: usize, peers: usize, schema: SchemaRef) -> SinkContext {
-    SinkContext { worker: WorkerPosition { index, peers }, schema }
+    SinkContext { worker: WorkerPosition { index, peers }, schema, checkpointing: false, restore: None }
 }
 
 /// What one worker's reader produced, per output.
@@ -98,6 +100,7 @@ pub fn source_context(
         used_outputs: used,
         dead_letters: DeadLetterSink::new("test", "src", policy, dead_letters.to_path_buf(), counts),
         stop,
+        restore: None,
     }
 }
 
@@ -162,6 +165,93 @@ pub fn dead_letter_lines(path: &Path) -> Vec<Value> {
         Ok(text) => text.lines().map(|l| serde_json::from_str(l).expect("json")).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// What one worker's reader produced before it was stopped for a checkpoint.
+pub struct Stopped {
+    /// The batches, per output.
+    pub outputs: Vec<Vec<RecordBatch>>,
+    /// The positions of the reader's splits after them.
+    pub snapshot: Vec<SplitState>,
+}
+
+/// Runs worker `index` of `peers`, resumed from `restore`, for at most `polls` polls of up to
+/// `max_rows` rows (stopping early when the reader is finished, or idle when `until_idle`),
+/// then takes a snapshot. Checks that every batch names one of the reader's splits.
+pub fn run_and_snapshot(
+    source: &dyn Source,
+    (index, peers): (usize, usize),
+    restore: Option<Arc<Vec<SplitState>>>,
+    polls: usize,
+    max_rows: usize,
+    until_idle: bool,
+    dead_letters: &Path,
+) -> Stopped {
+    let used = vec![true; source.outputs().len()];
+    let mut context = source_context(index, peers, used, OnError::DeadLetter, dead_letters, Arc::default());
+    context.restore = restore;
+    let mut reader = source.open(context).expect("open");
+    let mut outputs = vec![Vec::new(); source.outputs().len()];
+    let mut out = Vec::new();
+    for _ in 0..polls {
+        let status = reader.poll(max_rows, &mut out).expect("poll");
+        for batch in out.drain(..) {
+            assert!(batch.split < reader.splits(), "split {} of {}", batch.split, reader.splits());
+            outputs[batch.output].push(batch.batch);
+        }
+        match status {
+            SourceStatus::Ready => {}
+            SourceStatus::Idle(_) if until_idle => break,
+            SourceStatus::Idle(delay) => std::thread::sleep(delay),
+            SourceStatus::Finished => break,
+        }
+    }
+    let snapshot = reader.snapshot().expect("snapshot");
+    Stopped { outputs, snapshot }
+}
+
+/// Runs `source` as a sequence of runs, each at the parallelism in `runs` and resumed from the
+/// snapshots of all workers of the run before, stopping each worker of every run but the last
+/// after a random number of polls of a random size; the last run goes to the end. Returns all
+/// rows of output `output`, sorted.
+pub fn rows_over_restores(
+    source: &dyn Source,
+    output: usize,
+    runs: &[usize],
+    seed: u64,
+    until_idle: bool,
+    dead_letters: &Path,
+) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut batches = Vec::new();
+    let mut restore: Option<Arc<Vec<SplitState>>> = None;
+    for (run, &peers) in runs.iter().enumerate() {
+        let last = run + 1 == runs.len();
+        let mut states = Vec::new();
+        for index in 0..peers {
+            let polls = if last { usize::MAX } else { rng.random_range(0..6) };
+            let max_rows = rng.random_range(1..3000);
+            let stopped = run_and_snapshot(
+                source,
+                (index, peers),
+                restore.clone(),
+                polls,
+                max_rows,
+                until_idle,
+                dead_letters,
+            );
+            batches.extend(stopped.outputs.into_iter().nth(output).unwrap_or_default());
+            states.extend(stopped.snapshot);
+        }
+        let mut names: Vec<&str> = states.iter().map(|state| state.split.as_str()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "every split is owned by one worker");
+        restore = Some(Arc::new(states));
+    }
+    sorted_lines(&batches)
 }
 
 pub fn temp() -> (tempfile::TempDir, PathBuf) {

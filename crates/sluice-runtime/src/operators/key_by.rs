@@ -33,6 +33,11 @@ pub(crate) fn key_by<'scope>(
             move |input, output| {
                 let busy = Instant::now();
                 input.for_each(|capability, data| {
+                    if let Some(mark) = data.as_mark() {
+                        // Marks go to every worker downstream.
+                        output.session(&capability).give_container(&mut Batch::mark(mark).broadcast(peers));
+                        return;
+                    }
                     let Some(batch) = data.take() else { return };
                     if failure.has_failed() {
                         return;

@@ -1,15 +1,24 @@
 //! The timely operators behind pipeline nodes, one file per operator. These are the only place
 //! that touches timely's operator API.
 
+pub(crate) mod checkpoint;
 pub(crate) mod key_by;
 pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod source;
+pub(crate) mod stateful;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use timely::progress::frontier::MutableAntichain;
+
 use crate::error::Error;
+
+/// The least time any of `frontiers` may still deliver; `None` once all inputs have ended.
+pub(crate) fn frontier_min(frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
+    frontiers.iter().filter_map(|frontier| frontier.frontier().iter().min().copied()).min()
+}
 
 /// The first failure of a run, shared by all workers of a process; later failures are dropped
 /// (they are usually consequences of the first).

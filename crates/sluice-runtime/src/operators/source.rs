@@ -1,19 +1,27 @@
-//! The source operator: polls a connector's reader, stamps batches with the current epoch, and
-//! keeps at most a few epochs in flight so memory stays bounded.
+//! The source operator: polls a connector's reader, stamps batches with the current epoch,
+//! announces event-time watermarks, saves reader positions at checkpoints, and keeps at most a
+//! few epochs in flight so memory stays bounded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::Failure;
-use crate::batch::Batch;
+use crate::batch::{Batch, Mark};
+use crate::checkpoint::part::SourcePart;
+use crate::checkpoint::upload::Uploads;
+use crate::checkpoint::{CheckpointRun, Schedule};
 use crate::connector::{SourceBatch, SourceReader, SourceStatus};
+use crate::error::Result;
 use crate::metrics::OperatorMetrics;
+use crate::processor::END_OF_TIME;
+use crate::watermark::{SourceWatermark, SourceWatermarkState, WatermarkStrategy, max_event_time};
 
 /// Rows asked of a reader per poll; also the target batch size.
 pub(crate) const POLL_ROWS: usize = 8192;
@@ -29,19 +37,31 @@ pub(crate) struct SourcePacing {
     pub(crate) stop: Arc<AtomicBool>,
 }
 
-/// Builds a source operator with `outputs` outputs driven by `reader` (None if opening failed:
-/// the operator then ends at once).
+/// What a source node needs besides its reader.
+pub(crate) struct SourceSetup {
+    pub(crate) name: String,
+    pub(crate) outputs: usize,
+    pub(crate) watermark: Option<WatermarkStrategy>,
+    pub(crate) checkpoints: Option<Arc<CheckpointRun>>,
+    pub(crate) replayable: bool,
+}
+
+/// Builds a source operator driven by `reader` (None if opening failed: the operator then
+/// ends at once). Returns the data streams, one per output, and the stream of part reports.
 pub(crate) fn source<'scope>(
     scope: Scope<'scope, u64>,
-    name: &str,
-    outputs: usize,
+    setup: SourceSetup,
     reader: Option<Box<dyn SourceReader>>,
     pacing: SourcePacing,
     metrics: Arc<OperatorMetrics>,
     failure: Failure,
-) -> Vec<Stream<'scope, u64, Batch>> {
+) -> (Vec<Stream<'scope, u64, Batch>>, Stream<'scope, u64, Batch>) {
+    let SourceSetup { name, outputs, watermark, checkpoints, replayable } = setup;
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
-    let activator = scope.activator_for(builder.operator_info().address);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(address.clone());
+    let sync_activator = scope.worker().sync_activator_for(address.to_vec());
+    let worker = scope.index();
     let mut handles = Vec::with_capacity(outputs);
     let mut streams = Vec::with_capacity(outputs);
     for _ in 0..outputs {
@@ -49,35 +69,88 @@ pub(crate) fn source<'scope>(
         handles.push(OutputBuilder::<u64, CapacityContainerBuilder<Batch>>::from(output));
         streams.push(stream);
     }
-    let name = name.to_owned();
-    builder.build(move |capabilities| {
+    let (parts_output, parts) = builder.new_output::<Batch>();
+    let mut parts_output = OutputBuilder::<u64, CapacityContainerBuilder<Batch>>::from(parts_output);
+    let mut uploads =
+        checkpoints.as_ref().map(|run| Uploads::new(run.clone(), &name, worker, sync_activator));
+    let schedule = checkpoints.as_ref().map(|run| run.schedule);
+    let end = End { flush_on_stop: checkpoints.is_none(), replayable, worker, schedule };
+    builder.build_reschedule(move |mut capabilities| {
+        let mut parts_capability = capabilities.pop();
         let mut capabilities = reader.is_some().then_some(capabilities);
+        if capabilities.is_none() {
+            parts_capability = None;
+        }
         let mut reader = reader;
         let mut epoch = 0u64;
         let mut epoch_started = Instant::now();
         let mut produced = Vec::new();
+        let mut generator = watermark
+            .as_ref()
+            .map(|strategy| SourceWatermark::new(strategy.max_out_of_orderness, strategy.idle_timeout));
+        let mut announced: Option<Option<i64>> = None;
         move |_frontiers| {
-            let (Some(caps), Some(source)) = (capabilities.as_mut(), reader.as_mut()) else {
-                return;
-            };
             let busy = Instant::now();
-            if pacing.stop.load(Ordering::Relaxed) {
+            if let Some(uploads) = uploads.as_mut() {
+                match uploads.finished() {
+                    Ok(done) => {
+                        let mut output = parts_output.activate();
+                        for (capability, report) in done {
+                            output.session(&capability).give_container(&mut report.to_batch());
+                        }
+                    }
+                    Err(error) => failure.record(&name, error),
+                }
+            }
+            let busy_uploading = uploads.as_ref().is_some_and(Uploads::is_busy);
+            let (Some(caps), Some(source), Some(parts_cap)) =
+                (capabilities.as_mut(), reader.as_mut(), parts_capability.as_ref())
+            else {
+                return busy_uploading;
+            };
+            if pacing.stop.load(Ordering::Relaxed) || failure.has_failed() {
+                let pending = uploads.as_mut();
+                end.finish(
+                    Ending::Stopped,
+                    source.as_mut(),
+                    caps,
+                    parts_cap,
+                    &mut handles,
+                    pending,
+                    &failure,
+                    &name,
+                );
                 capabilities = None;
-                return;
+                parts_capability = None;
+                reader = None;
+                return uploads.as_ref().is_some_and(Uploads::is_busy);
             }
             let since_epoch = epoch_started.elapsed();
             if since_epoch >= pacing.epoch {
+                if let (Some(uploads), Some(checkpoint)) =
+                    (uploads.as_mut(), schedule.and_then(|schedule| schedule.boundary(epoch)))
+                {
+                    match snapshot(source.as_mut(), replayable, false) {
+                        Ok(bytes) => {
+                            uploads.start(checkpoint, bytes, parts_cap.clone(), Duration::ZERO, false)
+                        }
+                        Err(error) => failure.record(&name, error),
+                    }
+                }
                 epoch += 1;
                 epoch_started = Instant::now();
                 for cap in caps.iter_mut() {
                     cap.downgrade(&epoch);
+                }
+                if let Some(parts_cap) = parts_capability.as_mut() {
+                    parts_cap.downgrade(&epoch);
                 }
             }
             let until_next_epoch = pacing.epoch.saturating_sub(epoch_started.elapsed());
             if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_in_flight)) {
                 // Downstream is behind: wait rather than buffer unboundedly.
                 activator.activate_after(Duration::from_millis(1).min(until_next_epoch));
-                return;
+                return false;
             }
             let mut status = SourceStatus::Ready;
             for _ in 0..POLLS_PER_ACTIVATION {
@@ -85,14 +158,23 @@ pub(crate) fn source<'scope>(
                     Ok(status) => status,
                     Err(error) => {
                         failure.record(&name, error);
-                        capabilities = None;
                         metrics.busy_since(busy);
-                        return;
+                        activator.activate();
+                        return false;
                     }
                 };
-                for SourceBatch { output, batch } in produced.drain(..) {
+                let now = Instant::now();
+                let splits = source.splits();
+                for SourceBatch { output, split, batch } in produced.drain(..) {
                     if batch.num_rows() == 0 || output >= handles.len() {
                         continue;
+                    }
+                    if let (Some(generator), Some(strategy)) = (generator.as_mut(), watermark.as_ref()) {
+                        let column = strategy.columns.get(output).copied().flatten();
+                        match column.map(|index| max_event_time(batch.column(index))).transpose() {
+                            Ok(max) => generator.observe(split, splits, max.flatten(), now),
+                            Err(error) => failure.record(&name, error),
+                        }
                     }
                     metrics.record_out(batch.num_rows(), batch.get_array_memory_size());
                     let mut container = Batch::new(batch);
@@ -102,13 +184,118 @@ pub(crate) fn source<'scope>(
                     break;
                 }
             }
+            // Announce the watermark when it changes (idle when there is no event time).
+            let state = match generator.as_mut() {
+                Some(generator) => generator.state(source.splits(), Instant::now()),
+                None => SourceWatermarkState::Idle,
+            };
+            let now = match state {
+                SourceWatermarkState::Pending => None,
+                SourceWatermarkState::Idle => Some(None),
+                SourceWatermarkState::At(watermark) => Some(Some(watermark)),
+            };
+            if let Some(now) = now
+                && announced != Some(now)
+            {
+                announce(&mut handles, caps, worker, now);
+                announced = Some(now);
+            }
             metrics.busy_since(busy);
             match status {
                 SourceStatus::Ready => activator.activate(),
                 SourceStatus::Idle(delay) => activator.activate_after(delay.min(until_next_epoch)),
-                SourceStatus::Finished => capabilities = None,
+                SourceStatus::Finished => {
+                    // Readers of unbounded sources also end when they see the stop flag: that
+                    // is a stop, not the end of the data.
+                    let ending =
+                        if pacing.stop.load(Ordering::Relaxed) { Ending::Stopped } else { Ending::Exhausted };
+                    if let Some(parts_cap) = parts_capability.as_ref() {
+                        let pending = uploads.as_mut();
+                        end.finish(
+                            ending,
+                            source.as_mut(),
+                            caps,
+                            parts_cap,
+                            &mut handles,
+                            pending,
+                            &failure,
+                            &name,
+                        );
+                    }
+                    capabilities = None;
+                    parts_capability = None;
+                    reader = None;
+                }
             }
+            uploads.as_ref().is_some_and(Uploads::is_busy)
         }
     });
-    streams
+    (streams, parts)
+}
+
+type DataOutputs = Vec<OutputBuilder<u64, CapacityContainerBuilder<Batch>>>;
+
+/// How a worker's reading ends: the end of the data is announced downstream (so windows
+/// flush); a stop with checkpoints is not (open windows go to the final checkpoint instead).
+/// Either way the final checkpoint gets the reader's positions.
+#[derive(Clone, Copy)]
+struct End {
+    flush_on_stop: bool,
+    replayable: bool,
+    worker: usize,
+    schedule: Option<Schedule>,
+}
+
+impl End {
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        self,
+        ending: Ending,
+        source: &mut dyn SourceReader,
+        caps: &[Capability<u64>],
+        parts_cap: &Capability<u64>,
+        handles: &mut DataOutputs,
+        uploads: Option<&mut Uploads>,
+        failure: &Failure,
+        name: &str,
+    ) {
+        if failure.has_failed() {
+            return;
+        }
+        let exhausted = ending == Ending::Exhausted;
+        if exhausted || self.flush_on_stop {
+            announce(handles, caps, self.worker, Some(END_OF_TIME));
+        }
+        if let (Some(uploads), Some(schedule)) = (uploads, self.schedule) {
+            match snapshot(source, self.replayable, exhausted) {
+                Ok(bytes) => {
+                    uploads.start(schedule.final_id(), bytes, parts_cap.clone(), Duration::ZERO, exhausted)
+                }
+                Err(error) => failure.record(name, error),
+            }
+        }
+    }
+}
+
+/// Why a worker's reading ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The reader read everything.
+    Exhausted,
+    /// The pipeline was asked to stop (or failed).
+    Stopped,
+}
+
+/// Sends a watermark mark on every output.
+fn announce(handles: &mut DataOutputs, caps: &[Capability<u64>], worker: usize, watermark: Option<i64>) {
+    for (handle, cap) in handles.iter_mut().zip(caps) {
+        let mut mark = Batch::mark(Mark { sender: worker as u32, watermark });
+        handle.activate().session(cap).give_container(&mut mark);
+    }
+}
+
+/// The reader's positions as a part (empty for a source that cannot replay).
+fn snapshot(reader: &mut dyn SourceReader, replayable: bool, finished: bool) -> Result<Vec<u8>> {
+    let splits = if replayable { reader.snapshot()? } else { Vec::new() };
+    Ok(SourcePart { splits, finished }.encode())
 }

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use sluice_runtime::checkpoint::{CheckpointOptions, RestoreFrom};
 use sluice_runtime::{RunOptions, Runtime, Topology};
+use sluice_state::StoreOptions;
 
-use crate::plan::plan_file;
+use crate::plan::{Planned, plan_file, resolve};
 use crate::report::{LiveStatus, print_summary};
 
 /// Arguments of `sluice run`.
@@ -37,6 +39,27 @@ pub struct RunArgs {
     /// No live status line and no summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Take checkpoints in this directory or `s3://bucket/prefix` (overrides the spec's
+    /// `checkpoints.location`; enables checkpoints if the spec has none).
+    #[arg(long, value_name = "LOCATION")]
+    pub checkpoint_dir: Option<String>,
+    /// Time between checkpoints, e.g. `1s` or `10s` (overrides the spec).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub checkpoint_interval: Option<Duration>,
+    /// Ignore existing checkpoints and start from the beginning.
+    #[arg(long, conflicts_with = "from_savepoint")]
+    pub fresh: bool,
+    /// Resume from the savepoint at this directory or `s3://` URL instead of the latest
+    /// checkpoint.
+    #[arg(long, value_name = "LOCATION")]
+    pub from_savepoint: Option<String>,
+    /// When stopped (Ctrl-C or SIGTERM), also write the final checkpoint as a savepoint here.
+    #[arg(long, value_name = "LOCATION")]
+    pub stop_with_savepoint: Option<String>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    sluice_spec::parse_duration(text)
 }
 
 impl RunArgs {
@@ -86,11 +109,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let name = planned.spec.name.clone();
+    let checkpoints = checkpoint_options(&args, &planned)?;
     let runtime = Runtime::new(planned.graph).context("preparing the pipeline")?;
     let stop = Arc::new(AtomicBool::new(false));
-    install_stop_handler(stop.clone())?;
-    let options =
-        RunOptions { topology: topology.clone(), max_epochs_in_flight: args.max_epochs_in_flight, stop };
+    install_stop_handler(stop.clone(), checkpoints.is_some())?;
+    let options = RunOptions {
+        topology: topology.clone(),
+        max_epochs_in_flight: args.max_epochs_in_flight,
+        stop,
+        checkpoints,
+    };
     let status = (!args.quiet).then(|| LiveStatus::start(runtime.metrics().clone()));
     let finished = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
@@ -116,6 +144,57 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The checkpoint settings from the spec and the command line; `None` when neither asks for
+/// checkpoints.
+fn checkpoint_options(args: &RunArgs, planned: &Planned) -> anyhow::Result<Option<CheckpointOptions>> {
+    let spec = planned.spec.checkpoints.as_ref();
+    if spec.is_none() && args.checkpoint_dir.is_none() {
+        if args.from_savepoint.is_some() || args.stop_with_savepoint.is_some() {
+            bail!(
+                "savepoints need checkpoints: add a `checkpoints:` section to the spec or pass --checkpoint-dir"
+            );
+        }
+        return Ok(None);
+    }
+    let location = args
+        .checkpoint_dir
+        .clone()
+        .or_else(|| spec.map(|spec| spec.location.clone()))
+        .unwrap_or_else(|| format!("checkpoints/{}", planned.spec.name));
+    let interval = args
+        .checkpoint_interval
+        .or_else(|| spec.map(|spec| Duration::from_millis(spec.interval_ms)))
+        .unwrap_or(Duration::from_millis(sluice_spec::DEFAULT_CHECKPOINT_INTERVAL_MS));
+    if interval < Duration::from_millis(sluice_spec::MIN_CHECKPOINT_INTERVAL_MS) {
+        bail!("--checkpoint-interval must be at least 1s");
+    }
+    let local = |location: String| {
+        if location.contains("://") {
+            location
+        } else {
+            resolve(&planned.base_dir, &location).display().to_string()
+        }
+    };
+    let restore = match (&args.from_savepoint, args.fresh) {
+        (Some(path), _) => RestoreFrom::Savepoint(local(path.clone())),
+        (None, true) => RestoreFrom::Nothing,
+        (None, false) => RestoreFrom::Latest,
+    };
+    let store = StoreOptions {
+        endpoint: spec.and_then(|spec| spec.endpoint.clone()),
+        region: spec.and_then(|spec| spec.region.clone()),
+        ..StoreOptions::default()
+    };
+    Ok(Some(CheckpointOptions {
+        location: local(location),
+        store,
+        interval,
+        retain: spec.map_or(sluice_spec::DEFAULT_CHECKPOINTS_RETAINED, |spec| spec.retain),
+        restore,
+        savepoint: args.stop_with_savepoint.clone().map(local),
+    }))
+}
+
 /// How long a failed cluster process tries to drain before it leaves the cluster.
 const DRAIN_AFTER_FAILURE: Duration = Duration::from_secs(3);
 
@@ -138,7 +217,12 @@ fn leave_cluster_after_failure(runtime: &Runtime, name: &str, finished: &AtomicB
 }
 
 /// First Ctrl-C or SIGTERM: stop gracefully (sources end, sinks commit). Second: exit now.
-fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn install_stop_handler(stop: Arc<AtomicBool>, checkpointing: bool) -> anyhow::Result<()> {
+    let message = if checkpointing {
+        "stopping gracefully: taking a final checkpoint and committing sinks (press Ctrl-C again to exit now)"
+    } else {
+        "stopping gracefully: draining and committing sinks (press Ctrl-C again to exit now)"
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,7 +231,9 @@ fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .name("sluice-signals".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                let Ok(mut terminate) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
                     return;
                 };
                 for _ in 0..2 {
@@ -159,7 +245,7 @@ fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                         eprintln!("\nstopping now");
                         std::process::exit(130);
                     }
-                    eprintln!("\nstopping gracefully: draining and committing sinks (press Ctrl-C again to exit now)");
+                    eprintln!("\n{message}");
                 }
             });
         })

@@ -21,7 +21,7 @@ fn every_example_validates_and_runs() {
         ran.push(folder.file_name().unwrap().to_string_lossy().into_owned());
     }
     ran.sort();
-    assert_eq!(ran, ["clicks", "fan-out-fan-in", "nexmark-currency"], "examples found");
+    assert_eq!(ran, ["clicks", "fan-out-fan-in", "nexmark-currency", "nexmark-hot-items"], "examples found");
 }
 
 #[test]

@@ -19,6 +19,12 @@ fn golden_sql_cases() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        // Which records are late depends on how the input is cut into batches: the SQL golden
+        // runner (crates/sluice-sql/tests/golden.rs) feeds such cases a few rows at a time, while
+        // a file source here reads the whole file in one batch, before any watermark.
+        if case.join("expected_dead_letters.jsonl").is_file() {
+            continue;
+        }
         let dir = copy_to_temp(case);
         let output = run_sluice(&["run", "pipeline.yaml", "--workers", "2", "-q"], dir.path());
         if !output.status.success() {

@@ -6,6 +6,7 @@ mod examples;
 mod golden;
 mod lifecycle;
 mod parallel;
+mod recovery;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -42,7 +42,7 @@ processors:
     sql: SELECT price FROM gne2
   - name: r
     inputs: [gen2]
-    sql: SELECT price, count(*) FROM gen2 GROUP BY price
+    sql: SELECT price FROM gen2 ORDER BY price
   - name: s
     inputs: [gen2]
     sql: SELEC price FROM gen2
@@ -57,7 +57,7 @@ sinks:
             r#"sources[1].options.rows_per_sec: unknown option "rows_per_sec"; did you mean "rows_per_second"?"#,
             r#"processors[0].sql:2:8: unknown column "prise"; did you mean "price"?"#,
             r#"processors[1].sql:1:19: unknown table "gne2": a SQL processor reads the tables named in its `inputs` (gen2) and the views it creates; did you mean "gen2"?"#,
-            r#"processors[2].sql:1:34: GROUP BY aggregation is not supported yet: stateless SQL only (projections, filters, functions, CASE, CAST, UNNEST, UNION ALL); windows, joins and aggregates arrive with stateful processing"#,
+            r#"processors[2].sql:1:24: ORDER BY is not supported yet: a SQL processor runs stateless SQL (projections, filters, functions, CASE, CAST, UNNEST, UNION ALL) and one GROUP BY aggregation as the last step of its final query, windowed with TUMBLE, HOP or SESSION or updating per key"#,
             r#"processors[3].sql:1:1: syntax error: expected an SQL statement, found SELEC"#,
         ],
     ),

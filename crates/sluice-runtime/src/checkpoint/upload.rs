@@ -1,0 +1,109 @@
+//! Part uploads that do not stop the worker: the bytes go to the object store on the I/O
+//! runtime while the node keeps a capability at the checkpoint's epoch; the worker is woken
+//! when an upload ends and the node then reports the part and releases the capability.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::Capability;
+use timely::scheduling::SyncActivator;
+
+use super::CheckpointRun;
+use super::report::PartReport;
+use crate::error::{Error, Result};
+
+type Slot = Arc<Mutex<Option<std::result::Result<sluice_state::PartRef, String>>>>;
+
+struct Pending {
+    checkpoint: u64,
+    capability: Capability<u64>,
+    started: Instant,
+    alignment: Duration,
+    finished: bool,
+    slot: Slot,
+}
+
+/// The uploads of one node on one worker.
+pub(crate) struct Uploads {
+    run: Arc<CheckpointRun>,
+    node: String,
+    worker: usize,
+    activator: Arc<SyncActivator>,
+    pending: Vec<Pending>,
+}
+
+impl Uploads {
+    pub(crate) fn new(run: Arc<CheckpointRun>, node: &str, worker: usize, activator: SyncActivator) -> Self {
+        Self { run, node: node.to_owned(), worker, activator: Arc::new(activator), pending: Vec::new() }
+    }
+
+    /// Starts uploading `bytes` as this node's part of `checkpoint`, holding `capability`
+    /// (on the parts output, at the checkpoint's epoch) until it is durable.
+    pub(crate) fn start(
+        &mut self,
+        checkpoint: u64,
+        bytes: Vec<u8>,
+        capability: Capability<u64>,
+        alignment: Duration,
+        finished: bool,
+    ) {
+        let slot: Slot = Arc::default();
+        let (store, node, worker) = (self.run.store.clone(), self.node.clone(), self.worker);
+        let (done, activator) = (slot.clone(), self.activator.clone());
+        self.run.io.spawn(async move {
+            let result =
+                store.put_part(checkpoint, &node, worker, bytes.into()).await.map_err(|e| e.to_string());
+            if let Ok(mut slot) = done.lock() {
+                *slot = Some(result);
+            }
+            // The worker may have shut down already; then nobody needs waking.
+            let _ = activator.activate();
+        });
+        self.pending.push(Pending {
+            checkpoint,
+            capability,
+            started: Instant::now(),
+            alignment,
+            finished,
+            slot,
+        });
+    }
+
+    /// Whether uploads are still running.
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The uploads that ended since the last call, with the capability to report each under.
+    pub(crate) fn finished(&mut self) -> Result<Vec<(Capability<u64>, PartReport)>> {
+        let mut done = Vec::new();
+        let mut index = 0;
+        while index < self.pending.len() {
+            let outcome = self.pending[index].slot.lock().ok().and_then(|mut slot| slot.take());
+            let Some(outcome) = outcome else {
+                index += 1;
+                continue;
+            };
+            let pending = self.pending.remove(index);
+            let part = outcome.map_err(|message| {
+                Error::user(format!(
+                    "writing the part of checkpoint {} to {}: {message}",
+                    pending.checkpoint,
+                    self.run.store.location()
+                ))
+            })?;
+            let report = PartReport {
+                checkpoint: pending.checkpoint,
+                node: self.node.clone(),
+                worker: self.worker as u64,
+                path: part.path,
+                bytes: part.bytes,
+                duration_ms: pending.started.elapsed().as_millis() as u64,
+                alignment_ms: pending.alignment.as_millis() as u64,
+                finished: pending.finished,
+            };
+            done.push((pending.capability, report));
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,228 @@
+//! Fault tolerance through the real binary: a pipeline with a window aggregation and a window
+//! join, checkpointing every second, is killed with SIGKILL at seeded random moments and
+//! resumed; stopped and resumed at 1, 2 and 3 workers and then as 2 processes; and
+//! checkpointed to a real S3-compatible server. Each time the committed output must equal,
+//! row for row, that of one uninterrupted run.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_state::testing::{ACCESS_KEY, BUCKET, S3sFs, SECRET_KEY};
+
+use super::*;
+
+/// Nexmark at a fixed rate (about 6 s of data), bids counted per auction per 1 s tumbling
+/// window, and persons joined with the auctions they opened in the same window.
+const SPEC: &str = r#"
+name: recovery
+epoch_ms: 100
+checkpoints: {interval: 1s, location: state}
+sources:
+  - name: nx
+    connector: nexmark
+    options: {events: 120000, events_per_second: 20000, seed: 11}
+    watermark: {column: date_time, max_out_of_orderness: 500ms}
+processors:
+  - name: bids_per_auction
+    inputs: [nx.bid]
+    sql: |
+      SELECT auction, window_start, window_end, COUNT(*) AS bids, MAX(price) AS top
+      FROM TABLE(TUMBLE(TABLE nx.bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+      GROUP BY auction, window_start, window_end
+  - name: new_sellers
+    inputs: [nx.person, nx.auction]
+    sql: |
+      SELECT P.id, P.name, A.id AS auction, P.window_start
+      FROM (SELECT * FROM TABLE(TUMBLE(TABLE nx.person, DESCRIPTOR(date_time), INTERVAL '1' SECOND))) P
+      JOIN (SELECT * FROM TABLE(TUMBLE(TABLE nx.auction, DESCRIPTOR(date_time), INTERVAL '1' SECOND))) A
+      ON P.id = A.seller AND P.window_start = A.window_start AND P.window_end = A.window_end
+sinks:
+  - {name: counts, connector: file, inputs: [bids_per_auction], options: {path: out/counts, format: jsonl}}
+  - {name: sellers, connector: file, inputs: [new_sellers], options: {path: out/sellers, format: jsonl}}
+"#;
+
+fn pipeline_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), SPEC).unwrap();
+    dir
+}
+
+/// Committed rows of both sinks, canonical and sorted; fails if a hidden (uncommitted) part
+/// is all there is or if a row is not valid JSON.
+fn committed(dir: &Path) -> (Vec<String>, Vec<String>) {
+    (
+        canonical(&read_json_lines(&dir.join("out/counts"))),
+        canonical(&read_json_lines(&dir.join("out/sellers"))),
+    )
+}
+
+fn start(dir: &Path, args: &[&str]) -> Child {
+    sluice()
+        .args(["run", "pipeline.yaml", "-q"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice")
+}
+
+fn finish(child: Child, what: &str) {
+    let output = child.wait_with_output().expect("wait for sluice");
+    assert_success(&output, what);
+}
+
+/// The output of one uninterrupted run, computed once.
+fn reference() -> &'static (Vec<String>, Vec<String>) {
+    static REFERENCE: std::sync::OnceLock<(Vec<String>, Vec<String>)> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = pipeline_dir();
+        finish(start(dir.path(), &["-w", "2"]), "uninterrupted run");
+        let output = committed(dir.path());
+        assert!(
+            output.0.len() > 1000 && output.1.len() > 10,
+            "a meaningful reference: {:?}",
+            (output.0.len(), output.1.len())
+        );
+        output
+    })
+}
+
+fn assert_same_as_reference(dir: &Path, what: &str) {
+    let (counts, sellers) = committed(dir);
+    let (expected_counts, expected_sellers) = reference();
+    for (name, actual, expected) in
+        [("counts", &counts, expected_counts), ("sellers", &sellers, expected_sellers)]
+    {
+        if actual != expected {
+            let missing = expected.iter().filter(|row| actual.binary_search(row).is_err()).count();
+            let mut unique = actual.clone();
+            unique.dedup();
+            panic!(
+                "{what}: sink {name} committed {} rows, expected {}: {missing} missing, {} duplicated",
+                actual.len(),
+                expected.len(),
+                actual.len() - unique.len()
+            );
+        }
+    }
+}
+
+/// A small deterministic generator for the kill schedule (the seed is printed on failure).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_millis(&mut self, low: u64, high: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        low + (self.0 >> 33) % (high - low)
+    }
+}
+
+#[test]
+fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
+    let seed = 20_261_125;
+    let mut schedule = Lcg(seed);
+    let dir = pipeline_dir();
+    let mut restarts = Vec::new();
+    for attempt in 0..4 {
+        let delay = Duration::from_millis(schedule.next_millis(600, 2_600));
+        let mut child = start(dir.path(), &["-w", "2"]);
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            finish(child, "a run that ended before its kill");
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        restarts.push((attempt, delay));
+    }
+    let resumed = Instant::now();
+    finish(start(dir.path(), &["-w", "2"]), "the final resumed run");
+    assert!(restarts.len() >= 2, "seed {seed}: the schedule must kill at least twice: {restarts:?}");
+    assert_same_as_reference(dir.path(), &format!("seed {seed}, kills {restarts:?}"));
+    eprintln!("killed at {restarts:?}; the last resume ran {:?}", resumed.elapsed());
+}
+
+/// Sends SIGTERM: the run takes a final checkpoint and stops.
+fn stop_after(mut child: Child, delay: Duration, what: &str) {
+    std::thread::sleep(delay);
+    if child.try_wait().unwrap().is_none() {
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+    finish(child, what);
+}
+
+#[test]
+fn rescaling_through_stops_from_1_to_2_to_3_workers_then_2_processes() {
+    let dir = pipeline_dir();
+    stop_after(start(dir.path(), &["-w", "1"]), Duration::from_millis(1_200), "1 worker");
+    stop_after(start(dir.path(), &["-w", "2"]), Duration::from_millis(1_200), "2 workers");
+    stop_after(start(dir.path(), &["-w", "3"]), Duration::from_millis(1_200), "3 workers");
+    let peers = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let processes: Vec<Child> = (0..2)
+        .map(|id| {
+            start(
+                dir.path(),
+                &["-w", "1", "--processes", "2", "--process-id", &id.to_string(), "--peers", &peers],
+            )
+        })
+        .collect();
+    for (id, process) in processes.into_iter().enumerate() {
+        finish(process, &format!("process {id} of 2"));
+    }
+    assert_same_as_reference(dir.path(), "1 → 2 → 3 workers → 2 processes");
+}
+
+#[test]
+fn a_savepoint_resumes_at_another_parallelism() {
+    let dir = pipeline_dir();
+    let savepoint = dir.path().join("savepoint");
+    let savepoint = savepoint.to_str().unwrap();
+    stop_after(
+        start(dir.path(), &["-w", "2", "--stop-with-savepoint", savepoint]),
+        Duration::from_millis(1_500),
+        "stop with savepoint",
+    );
+    assert!(Path::new(savepoint).is_dir(), "the savepoint was written");
+    // A fresh checkpoint location: only the savepoint carries the state over.
+    let args = ["-w", "3", "--from-savepoint", savepoint, "--checkpoint-dir", "state-after-savepoint"];
+    finish(start(dir.path(), &args), "resume from the savepoint");
+    assert_same_as_reference(dir.path(), "savepoint at 2 workers, resumed at 3");
+}
+
+#[test]
+fn checkpoints_to_s3_survive_a_kill_9() {
+    let Some(server) = S3sFs::start() else { return };
+    let dir = pipeline_dir();
+    let location = format!("s3://{BUCKET}/pipelines/recovery");
+    let start_s3 = |args: &[&str]| {
+        sluice()
+            .args(["run", "pipeline.yaml", "-q", "-w", "2", "--checkpoint-dir", &location])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice")
+    };
+    let mut child = start_s3(&[]);
+    std::thread::sleep(Duration::from_millis(2_200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stored = server.root().join(BUCKET).join("pipelines/recovery");
+    let manifests = std::fs::read_dir(&stored)
+        .map(|entries| {
+            entries.filter(|e| e.as_ref().unwrap().path().join("_manifest.json").is_file()).count()
+        })
+        .unwrap_or(0);
+    assert!(manifests >= 1, "checkpoints were written to the S3 server under {}", stored.display());
+    finish(start_s3(&[]), "resume from S3");
+    assert!(!dir.path().join("state").exists(), "nothing went to the local default location");
+    assert_same_as_reference(dir.path(), "kill -9 with checkpoints on S3");
+}

@@ -5,12 +5,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::scheduling::SyncActivator;
 
 use super::CheckpointRun;
 use super::report::PartReport;
+use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::operators::Failure;
+
+/// A node's output for part reports.
+pub(crate) type PartsOutput = OutputBuilder<u64, CapacityContainerBuilder<Batch>>;
 
 type Slot = Arc<Mutex<Option<std::result::Result<sluice_state::PartRef, String>>>>;
 
@@ -74,8 +81,22 @@ impl Uploads {
         !self.pending.is_empty()
     }
 
+    /// Sends a report for every upload that ended since the last call to `output` (the node's
+    /// parts output), releasing its capability; records a failed upload as the node's failure.
+    pub(crate) fn report_finished(&mut self, output: &mut PartsOutput, failure: &Failure) {
+        match self.finished() {
+            Ok(done) => {
+                let mut output = output.activate();
+                for (capability, report) in done {
+                    output.session(&capability).give_container(&mut report.to_batch());
+                }
+            }
+            Err(error) => failure.record(&self.node, error),
+        }
+    }
+
     /// The uploads that ended since the last call, with the capability to report each under.
-    pub(crate) fn finished(&mut self) -> Result<Vec<(Capability<u64>, PartReport)>> {
+    fn finished(&mut self) -> Result<Vec<(Capability<u64>, PartReport)>> {
         let mut done = Vec::new();
         let mut index = 0;
         while index < self.pending.len() {

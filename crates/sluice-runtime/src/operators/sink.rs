@@ -62,15 +62,7 @@ pub(crate) fn sink<'scope>(
         move |frontiers| {
             let busy = Instant::now();
             if let Some(uploads) = uploads.as_mut() {
-                match uploads.finished() {
-                    Ok(done) => {
-                        let mut parts_output = parts_output.activate();
-                        for (capability, report) in done {
-                            parts_output.session(&capability).give_container(&mut report.to_batch());
-                        }
-                    }
-                    Err(error) => failure.record(&name, error),
-                }
+                uploads.report_finished(&mut parts_output, &failure);
             }
             let mut slot = writer.borrow_mut();
             let frontier = frontiers[0].frontier().iter().min().copied();

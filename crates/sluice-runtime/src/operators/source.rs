@@ -92,140 +92,108 @@ pub(crate) fn source<'scope>(
         move |_frontiers| {
             let busy = Instant::now();
             if let Some(uploads) = uploads.as_mut() {
-                match uploads.finished() {
-                    Ok(done) => {
-                        let mut output = parts_output.activate();
-                        for (capability, report) in done {
-                            output.session(&capability).give_container(&mut report.to_batch());
-                        }
-                    }
-                    Err(error) => failure.record(&name, error),
-                }
+                uploads.report_finished(&mut parts_output, &failure);
             }
             let busy_uploading = uploads.as_ref().is_some_and(Uploads::is_busy);
             let (Some(caps), Some(source), Some(parts_cap)) =
-                (capabilities.as_mut(), reader.as_mut(), parts_capability.as_ref())
+                (capabilities.as_mut(), reader.as_mut(), parts_capability.as_mut())
             else {
                 return busy_uploading;
             };
-            if pacing.stop.load(Ordering::Relaxed) || failure.has_failed() {
-                let pending = uploads.as_mut();
-                end.finish(
-                    Ending::Stopped,
-                    source.as_mut(),
-                    caps,
-                    parts_cap,
-                    &mut handles,
-                    pending,
-                    &failure,
-                    &name,
-                );
-                capabilities = None;
-                parts_capability = None;
-                reader = None;
-                return uploads.as_ref().is_some_and(Uploads::is_busy);
-            }
-            let since_epoch = epoch_started.elapsed();
-            if since_epoch >= pacing.epoch {
-                if let (Some(uploads), Some(checkpoint)) =
-                    (uploads.as_mut(), schedule.and_then(|schedule| schedule.boundary(epoch)))
-                {
-                    match snapshot(source.as_mut(), replayable, false) {
-                        Ok(bytes) => {
-                            uploads.start(checkpoint, bytes, parts_cap.clone(), Duration::ZERO, false)
-                        }
-                        Err(error) => failure.record(&name, error),
-                    }
-                }
-                epoch += 1;
-                epoch_started = Instant::now();
-                for cap in caps.iter_mut() {
-                    cap.downgrade(&epoch);
-                }
-                if let Some(parts_cap) = parts_capability.as_mut() {
-                    parts_cap.downgrade(&epoch);
-                }
-            }
-            let until_next_epoch = pacing.epoch.saturating_sub(epoch_started.elapsed());
-            if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_in_flight)) {
-                // Downstream is behind: wait rather than buffer unboundedly.
-                activator.activate_after(Duration::from_millis(1).min(until_next_epoch));
-                return false;
-            }
-            let mut status = SourceStatus::Ready;
-            for _ in 0..POLLS_PER_ACTIVATION {
-                status = match source.poll(POLL_ROWS, &mut produced) {
-                    Ok(status) => status,
-                    Err(error) => {
-                        failure.record(&name, error);
-                        metrics.busy_since(busy);
-                        activator.activate();
-                        return false;
-                    }
-                };
-                let now = Instant::now();
-                let splits = source.splits();
-                for SourceBatch { output, split, batch } in produced.drain(..) {
-                    if batch.num_rows() == 0 || output >= handles.len() {
-                        continue;
-                    }
-                    if let (Some(generator), Some(strategy)) = (generator.as_mut(), watermark.as_ref()) {
-                        let column = strategy.columns.get(output).copied().flatten();
-                        match column.map(|index| max_event_time(batch.column(index))).transpose() {
-                            Ok(max) => generator.observe(split, splits, max.flatten(), now),
+            let ending = if pacing.stop.load(Ordering::Relaxed) || failure.has_failed() {
+                Some(Ending::Stopped)
+            } else {
+                let since_epoch = epoch_started.elapsed();
+                if since_epoch >= pacing.epoch {
+                    if let (Some(uploads), Some(checkpoint)) =
+                        (uploads.as_mut(), schedule.and_then(|schedule| schedule.boundary(epoch)))
+                    {
+                        match snapshot(source.as_mut(), replayable, false) {
+                            Ok(bytes) => {
+                                uploads.start(checkpoint, bytes, parts_cap.clone(), Duration::ZERO, false)
+                            }
                             Err(error) => failure.record(&name, error),
                         }
                     }
-                    metrics.record_out(batch.num_rows(), batch.get_array_memory_size());
-                    let mut container = Batch::new(batch);
-                    handles[output].activate().session(&caps[output]).give_container(&mut container);
-                }
-                if status != SourceStatus::Ready || epoch_started.elapsed() >= pacing.epoch {
-                    break;
-                }
-            }
-            // Announce the watermark when it changes (idle when there is no event time).
-            let state = match generator.as_mut() {
-                Some(generator) => generator.state(source.splits(), Instant::now()),
-                None => SourceWatermarkState::Idle,
-            };
-            let now = match state {
-                SourceWatermarkState::Pending => None,
-                SourceWatermarkState::Idle => Some(None),
-                SourceWatermarkState::At(watermark) => Some(Some(watermark)),
-            };
-            if let Some(now) = now
-                && announced != Some(now)
-            {
-                announce(&mut handles, caps, worker, now);
-                announced = Some(now);
-            }
-            metrics.busy_since(busy);
-            match status {
-                SourceStatus::Ready => activator.activate(),
-                SourceStatus::Idle(delay) => activator.activate_after(delay.min(until_next_epoch)),
-                SourceStatus::Finished => {
-                    // Readers of unbounded sources also end when they see the stop flag: that
-                    // is a stop, not the end of the data.
-                    let ending =
-                        if pacing.stop.load(Ordering::Relaxed) { Ending::Stopped } else { Ending::Exhausted };
-                    if let Some(parts_cap) = parts_capability.as_ref() {
-                        let pending = uploads.as_mut();
-                        end.finish(
-                            ending,
-                            source.as_mut(),
-                            caps,
-                            parts_cap,
-                            &mut handles,
-                            pending,
-                            &failure,
-                            &name,
-                        );
+                    epoch += 1;
+                    epoch_started = Instant::now();
+                    for cap in caps.iter_mut() {
+                        cap.downgrade(&epoch);
                     }
-                    capabilities = None;
-                    parts_capability = None;
-                    reader = None;
+                    parts_cap.downgrade(&epoch);
                 }
+                let until_next_epoch = pacing.epoch.saturating_sub(epoch_started.elapsed());
+                if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_in_flight)) {
+                    // Downstream is behind: wait rather than buffer unboundedly.
+                    activator.activate_after(Duration::from_millis(1).min(until_next_epoch));
+                    return false;
+                }
+                let mut status = SourceStatus::Ready;
+                for _ in 0..POLLS_PER_ACTIVATION {
+                    status = match source.poll(POLL_ROWS, &mut produced) {
+                        Ok(status) => status,
+                        Err(error) => {
+                            failure.record(&name, error);
+                            metrics.busy_since(busy);
+                            activator.activate();
+                            return false;
+                        }
+                    };
+                    let now = Instant::now();
+                    let splits = source.splits();
+                    for SourceBatch { output, split, batch } in produced.drain(..) {
+                        if batch.num_rows() == 0 || output >= handles.len() {
+                            continue;
+                        }
+                        if let (Some(generator), Some(strategy)) = (generator.as_mut(), watermark.as_ref()) {
+                            let column = strategy.columns.get(output).copied().flatten();
+                            match column.map(|index| max_event_time(batch.column(index))).transpose() {
+                                Ok(max) => generator.observe(split, splits, max.flatten(), now),
+                                Err(error) => failure.record(&name, error),
+                            }
+                        }
+                        metrics.record_out(batch.num_rows(), batch.get_array_memory_size());
+                        let mut container = Batch::new(batch);
+                        handles[output].activate().session(&caps[output]).give_container(&mut container);
+                    }
+                    if status != SourceStatus::Ready || epoch_started.elapsed() >= pacing.epoch {
+                        break;
+                    }
+                }
+                // Announce the watermark when it changes (idle when there is no event time).
+                let state = match generator.as_mut() {
+                    Some(generator) => generator.state(source.splits(), Instant::now()),
+                    None => SourceWatermarkState::Idle,
+                };
+                let now = match state {
+                    SourceWatermarkState::Pending => None,
+                    SourceWatermarkState::Idle => Some(None),
+                    SourceWatermarkState::At(watermark) => Some(Some(watermark)),
+                };
+                if let Some(now) = now
+                    && announced != Some(now)
+                {
+                    announce(&mut handles, caps, worker, now);
+                    announced = Some(now);
+                }
+                metrics.busy_since(busy);
+                match status {
+                    SourceStatus::Ready => activator.activate(),
+                    SourceStatus::Idle(delay) => activator.activate_after(delay.min(until_next_epoch)),
+                    SourceStatus::Finished => {}
+                }
+                // Readers of unbounded sources also end when they see the stop flag: that is a
+                // stop, not the end of the data.
+                (status == SourceStatus::Finished).then(|| {
+                    if pacing.stop.load(Ordering::Relaxed) { Ending::Stopped } else { Ending::Exhausted }
+                })
+            };
+            if let Some(ending) = ending {
+                let pending = uploads.as_mut();
+                end.finish(ending, source.as_mut(), caps, parts_cap, &mut handles, pending, &failure, &name);
+                capabilities = None;
+                parts_capability = None;
+                reader = None;
             }
             uploads.as_ref().is_some_and(Uploads::is_busy)
         }

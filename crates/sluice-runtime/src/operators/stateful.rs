@@ -96,15 +96,7 @@ where
         move |frontiers| {
             let busy = Instant::now();
             if let Some(uploads) = uploads.as_mut() {
-                match uploads.finished() {
-                    Ok(done) => {
-                        let mut parts_output = parts_output.activate();
-                        for (capability, report) in done {
-                            parts_output.session(&capability).give_container(&mut report.to_batch());
-                        }
-                    }
-                    Err(error) => failure.record(&name, error),
-                }
+                uploads.report_finished(&mut parts_output, &failure);
             }
             for (index, input) in handles.iter_mut().enumerate() {
                 input.for_each(|capability, data| {

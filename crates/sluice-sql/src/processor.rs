@@ -150,6 +150,22 @@ enum Step {
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
 }
 
+/// Evaluates a projection's expressions over `batch` into a batch of `schema` (which keeps the
+/// row count even when there are no columns).
+pub(crate) fn project(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> DfResult<RecordBatch> {
+    let rows = batch.num_rows();
+    let columns = exprs
+        .iter()
+        .map(|expr| expr.evaluate(batch)?.into_array(rows))
+        .collect::<DfResult<Vec<ArrayRef>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+}
+
 impl StatelessQuery {
     /// Wraps a checked, stateless physical plan over `inputs` inputs.
     pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, inputs: usize, task: Arc<TaskContext>) -> Self {
@@ -336,15 +352,7 @@ impl Step {
                 };
                 Ok(filter_record_batch(&batch, as_boolean_array(&mask)?)?)
             }
-            Step::Project { exprs, schema } => {
-                let rows = batch.num_rows();
-                let columns = exprs
-                    .iter()
-                    .map(|expr| expr.evaluate(&batch)?.into_array(rows))
-                    .collect::<DfResult<Vec<ArrayRef>>>()?;
-                let options = RecordBatchOptions::new().with_row_count(Some(rows));
-                Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
-            }
+            Step::Project { exprs, schema } => project(exprs, schema, &batch),
         }
     }
 }

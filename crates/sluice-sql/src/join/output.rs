@@ -118,15 +118,7 @@ impl Output {
                     let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
                     filter_record_batch(&batch, as_boolean_array(&mask)?)?
                 }
-                Step::Project { exprs, schema } => {
-                    let rows = batch.num_rows();
-                    let columns = exprs
-                        .iter()
-                        .map(|expr| expr.evaluate(&batch)?.into_array(rows))
-                        .collect::<DfResult<Vec<ArrayRef>>>()?;
-                    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-                    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?
-                }
+                Step::Project { exprs, schema } => crate::processor::project(exprs, schema, &batch)?,
             };
         }
         if batch.num_rows() > 0 {

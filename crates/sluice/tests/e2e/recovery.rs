@@ -12,7 +12,7 @@ use sluice_state::testing::{ACCESS_KEY, BUCKET, S3sFs, SECRET_KEY};
 
 use super::*;
 
-/// Nexmark at a fixed rate (about 6 s of data), bids counted per auction per 1 s tumbling
+/// Nexmark at a fixed rate (about 8 s of data), bids counted per auction per 1 s tumbling
 /// window, and persons joined with the auctions they opened in the same window.
 const SPEC: &str = r#"
 name: recovery
@@ -21,7 +21,7 @@ checkpoints: {interval: 1s, location: state}
 sources:
   - name: nx
     connector: nexmark
-    options: {events: 120000, events_per_second: 20000, seed: 11}
+    options: {events: 200000, events_per_second: 25000, seed: 11}
     watermark: {column: date_time, max_out_of_orderness: 500ms}
 processors:
   - name: bids_per_auction
@@ -144,22 +144,48 @@ fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
     eprintln!("killed at {restarts:?}; the last resume ran {:?}", resumed.elapsed());
 }
 
-/// Sends SIGTERM: the run takes a final checkpoint and stops.
-fn stop_after(mut child: Child, delay: Duration, what: &str) {
-    std::thread::sleep(delay);
-    if child.try_wait().unwrap().is_none() {
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+/// The newest complete checkpoint (one with a manifest) in the checkpoint folder `state`.
+fn latest_checkpoint(state: &Path) -> Option<u64> {
+    std::fs::read_dir(state)
+        .ok()?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
+            path.join("_manifest.json").is_file().then_some(id)
+        })
+        .max()
+}
+
+/// Waits until `child` has completed a checkpoint in `state` newer than the newest one there
+/// when it started, so that it is running with its signal handler in place and has made
+/// progress. Panics if it exits first or takes a minute.
+fn wait_for_new_checkpoint(child: &mut Child, state: &Path, before: Option<u64>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latest_checkpoint(state) <= before {
+        assert!(child.try_wait().unwrap().is_none(), "{what}: exited before its first checkpoint");
+        assert!(Instant::now() < deadline, "{what}: no new checkpoint in {} after a minute", state.display());
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts a run, lets it complete one new checkpoint, then sends SIGTERM: the run takes a
+/// final checkpoint (exported as a savepoint if asked) and stops.
+fn run_until_a_checkpoint_then_stop(dir: &Path, args: &[&str], what: &str) {
+    let state = dir.join("state");
+    let before = latest_checkpoint(&state);
+    let mut child = start(dir, args);
+    wait_for_new_checkpoint(&mut child, &state, before, what);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
     finish(child, what);
 }
 
 #[test]
 fn rescaling_through_stops_from_1_to_2_to_3_workers_then_2_processes() {
     let dir = pipeline_dir();
-    stop_after(start(dir.path(), &["-w", "1"]), Duration::from_millis(1_200), "1 worker");
-    stop_after(start(dir.path(), &["-w", "2"]), Duration::from_millis(1_200), "2 workers");
-    stop_after(start(dir.path(), &["-w", "3"]), Duration::from_millis(1_200), "3 workers");
+    run_until_a_checkpoint_then_stop(dir.path(), &["-w", "1"], "1 worker");
+    run_until_a_checkpoint_then_stop(dir.path(), &["-w", "2"], "2 workers");
+    run_until_a_checkpoint_then_stop(dir.path(), &["-w", "3"], "3 workers");
     let peers = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
     let processes: Vec<Child> = (0..2)
         .map(|id| {
@@ -180,9 +206,9 @@ fn a_savepoint_resumes_at_another_parallelism() {
     let dir = pipeline_dir();
     let savepoint = dir.path().join("savepoint");
     let savepoint = savepoint.to_str().unwrap();
-    stop_after(
-        start(dir.path(), &["-w", "2", "--stop-with-savepoint", savepoint]),
-        Duration::from_millis(1_500),
+    run_until_a_checkpoint_then_stop(
+        dir.path(),
+        &["-w", "2", "--stop-with-savepoint", savepoint],
         "stop with savepoint",
     );
     assert!(Path::new(savepoint).is_dir(), "the savepoint was written");
@@ -211,17 +237,13 @@ fn checkpoints_to_s3_survive_a_kill_9() {
             .spawn()
             .expect("start sluice")
     };
+    // The server stores objects as files, so the test can see the manifests arrive.
+    let stored = server.root().join(BUCKET).join("pipelines/recovery");
     let mut child = start_s3(&[]);
-    std::thread::sleep(Duration::from_millis(2_200));
+    wait_for_new_checkpoint(&mut child, &stored, None, "run on S3");
+    std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap();
     child.wait().unwrap();
-    let stored = server.root().join(BUCKET).join("pipelines/recovery");
-    let manifests = std::fs::read_dir(&stored)
-        .map(|entries| {
-            entries.filter(|e| e.as_ref().unwrap().path().join("_manifest.json").is_file()).count()
-        })
-        .unwrap_or(0);
-    assert!(manifests >= 1, "checkpoints were written to the S3 server under {}", stored.display());
     finish(start_s3(&[]), "resume from S3");
     assert!(!dir.path().join("state").exists(), "nothing went to the local default location");
     assert_same_as_reference(dir.path(), "kill -9 with checkpoints on S3");

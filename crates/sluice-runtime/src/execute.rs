@@ -261,7 +261,7 @@ fn prepare_checkpoints(
                 if let Ok(None) = manifest {
                     return Err(Error::user(format!(
                         "no savepoint at {path}: it holds no complete checkpoint (give the folder or URL \
-                         that `--stop-with-savepoint` printed)"
+                         that was passed to `--stop-with-savepoint`)"
                     )));
                 }
                 (savepoint, manifest)

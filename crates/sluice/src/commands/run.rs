@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use sluice_runtime::checkpoint::{CheckpointOptions, RestoreFrom};
 use sluice_runtime::{RunOptions, Runtime, Topology};
-use sluice_state::StoreOptions;
+use sluice_state::{CheckpointKind, StoreOptions};
 
 use crate::plan::{Planned, plan_file, resolve};
 use crate::report::{LiveStatus, print_summary};
@@ -134,6 +134,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(report) => {
             if !args.quiet {
                 print_summary(&name, &topology, &report);
+            }
+            let final_checkpoint = report.checkpoints.last().filter(|m| m.kind == CheckpointKind::Final);
+            if let (Some(savepoint), Some(last)) = (&args.stop_with_savepoint, final_checkpoint) {
+                eprintln!(
+                    "savepoint of checkpoint {} written to {savepoint}; resume with --from-savepoint {savepoint}",
+                    last.checkpoint
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -39,7 +39,7 @@ use futures::executor::block_on;
 pub use sluice_spec::Diagnostic;
 
 pub use key::compile_key;
-pub use processor::SqlProcessor;
+pub use processor::{SqlProcessor, WindowUse};
 
 use crate::diagnose::{Context, planning_error, syntax_error};
 use crate::text::SqlText;
@@ -132,7 +132,11 @@ pub fn plan(sql: &str, inputs: &[SqlInput], options: &PlanOptions) -> Result<Sql
                     .register_table(view.name.clone(), table)
                     .map_err(|error| vec![planning_error(&error, &at)])?;
             }
-            logical => return plan_query(&logical, &windows, &context, inputs.len(), options, &at),
+            logical => {
+                let uses = windows.iter().map(window::tvf::WindowTvf::usage).collect();
+                return plan_query(&logical, &windows, &context, inputs.len(), options, &at)
+                    .map(|processor| processor.with_windows(uses));
+            }
         }
     }
     Err(vec![Diagnostic::new(

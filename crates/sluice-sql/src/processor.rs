@@ -39,18 +39,42 @@ use crate::input::InputExec;
 pub struct SqlProcessor {
     inner: Box<dyn Processor>,
     direct: bool,
+    windows: Vec<WindowUse>,
+}
+
+/// A window table-valued function a processor's SQL calls: it groups rows by event time, so
+/// the processor's input needs a watermark for its windows to close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowUse {
+    /// `TUMBLE`, `HOP` or `SESSION`.
+    pub function: &'static str,
+    /// Where the call starts in the SQL text (1-based).
+    pub line: usize,
+    /// Where the call starts in the SQL text (1-based).
+    pub column: usize,
 }
 
 impl SqlProcessor {
     /// Wraps a stateless query.
     pub(crate) fn stateless(query: StatelessQuery) -> Self {
         let direct = query.is_direct();
-        Self { inner: Box::new(query), direct }
+        Self { inner: Box::new(query), direct, windows: Vec::new() }
     }
 
     /// Wraps a stateful processor (an aggregation, a join).
     pub(crate) fn stateful(processor: Box<dyn Processor>) -> Self {
-        Self { inner: processor, direct: false }
+        Self { inner: processor, direct: false, windows: Vec::new() }
+    }
+
+    /// Records the window functions the SQL calls.
+    pub(crate) fn with_windows(mut self, windows: Vec<WindowUse>) -> Self {
+        self.windows = windows;
+        self
+    }
+
+    /// The window functions the SQL calls (TUMBLE, HOP, SESSION), in order.
+    pub fn windows(&self) -> &[WindowUse] {
+        &self.windows
     }
 
     /// Whether the plan runs as a direct chain of expressions (true) or through DataFusion's
@@ -62,7 +86,7 @@ impl SqlProcessor {
 
 impl Clone for SqlProcessor {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone_box(), direct: self.direct }
+        Self { inner: self.inner.clone_box(), direct: self.direct, windows: self.windows.clone() }
     }
 }
 

@@ -14,7 +14,7 @@ use sluice_runtime::graph::{GraphNode, NodeKind, PipelineGraph, StreamRef};
 use sluice_runtime::processor::Processor;
 use sluice_runtime::watermark::WatermarkStrategy;
 use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline, WatermarkSpec};
-use sluice_sql::{PlanOptions, SqlInput, SqlLookup};
+use sluice_sql::{PlanOptions, SqlInput, SqlLookup, WindowUse};
 
 /// A pipeline that passed validation.
 pub struct Planned {
@@ -52,6 +52,7 @@ pub fn plan(text: &str, base_dir: &Path) -> Result<Planned, Vec<Diagnostic>> {
         diagnostics,
         nodes: Vec::new(),
         lookups: Vec::new(),
+        upstream_sources: HashMap::new(),
     };
     planner.sources();
     planner.lookups();
@@ -89,6 +90,9 @@ struct Planner<'a> {
     nodes: Vec<GraphNode>,
     /// Lookup tables SQL may join with.
     lookups: Vec<SqlLookup>,
+    /// For every planned node: the sources upstream of it, and whether each declares event
+    /// time (a `watermark`).
+    upstream_sources: HashMap<String, Vec<(String, bool)>>,
 }
 
 impl Planner<'_> {
@@ -124,6 +128,8 @@ impl Planner<'_> {
                             &self.streams[&source.name].clone(),
                         )
                     });
+                    self.upstream_sources
+                        .insert(source.name.clone(), vec![(source.name.clone(), watermark.is_some())]);
                     self.nodes.push(GraphNode {
                         name: source.name.clone(),
                         inputs: vec![],
@@ -226,6 +232,21 @@ impl Planner<'_> {
                     continue;
                 }
             };
+            let mut sources: Vec<(String, bool)> = Vec::new();
+            for input in &processor.inputs {
+                for upstream in self.upstream_sources.get(&input.node).into_iter().flatten() {
+                    if !sources.contains(upstream) {
+                        sources.push(upstream.clone());
+                    }
+                }
+            }
+            if let Some(window) = planned.windows().first()
+                && !sources.iter().any(|(_, event_time)| *event_time)
+            {
+                self.diagnostics.push(windows_need_event_time(&path, window, &sources));
+                continue;
+            }
+            self.upstream_sources.insert(processor.name.clone(), sources);
             let node = self.nodes.len();
             let schema = planned.output_schema();
             self.streams
@@ -343,6 +364,25 @@ impl Planner<'_> {
     fn report(&mut self, prefix: &str, diagnostics: Vec<Diagnostic>) {
         self.diagnostics.extend(diagnostics.into_iter().map(|d| d.under(prefix)));
     }
+}
+
+/// The error for a window over inputs without event time: its windows would never close.
+fn windows_need_event_time(path: &str, window: &WindowUse, sources: &[(String, bool)]) -> Diagnostic {
+    let names: Vec<String> = sources.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+    Diagnostic::new(
+        format!("{path}.sql"),
+        format!(
+            "{} windows close when the watermark passes their end, but no source this processor reads \
+             ({}) declares event time, so they would only close when the input ends",
+            window.function,
+            names.join(", ")
+        ),
+    )
+    .at(window.line, window.column)
+    .suggest(
+        "add `watermark: {column: <timestamp column>, max_out_of_orderness: 5s}` to the source whose \
+         time the window groups by",
+    )
 }
 
 fn same_fields(a: &SchemaRef, b: &SchemaRef) -> bool {

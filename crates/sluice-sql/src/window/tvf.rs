@@ -241,6 +241,16 @@ pub(crate) fn rewrite(sql: &str) -> Result<(String, Vec<WindowTvf>), Diagnostic>
 }
 
 impl WindowTvf {
+    /// The call as the planner's caller sees it.
+    pub(crate) fn usage(&self) -> crate::WindowUse {
+        let function = match self.kind {
+            WindowKind::Tumble { .. } => "TUMBLE",
+            WindowKind::Hop { .. } => "HOP",
+            WindowKind::Session { .. } => "SESSION",
+        };
+        crate::WindowUse { function, line: self.position.0, column: self.position.1 }
+    }
+
     /// Whether the table computes `window_start` and `window_end` per row (TUMBLE), rather than
     /// holding NULL placeholders that only a window-assigning processor may read.
     pub(crate) fn computes_columns(&self) -> bool {

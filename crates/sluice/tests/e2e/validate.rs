@@ -104,6 +104,36 @@ sinks:
         ],
     ),
     (
+        r#"
+name: no-event-time
+sources:
+  - {name: nx, connector: nexmark}
+  - name: clocked
+    connector: nexmark
+    watermark: {column: date_time, max_out_of_orderness: 1s}
+processors:
+  - {name: cheap, inputs: [nx.bid], sql: "SELECT * FROM nx.bid WHERE price < 100"}
+  - name: windows
+    inputs: [cheap]
+    sql: |
+      SELECT window_start, window_end, COUNT(*) AS n
+      FROM TABLE(HOP(TABLE cheap, DESCRIPTOR(date_time), INTERVAL '1' SECOND, INTERVAL '5' SECOND))
+      GROUP BY window_start, window_end
+  - name: fine
+    inputs: [clocked.bid]
+    sql: |
+      SELECT window_start, window_end, COUNT(*) AS n
+      FROM TABLE(TUMBLE(TABLE clocked.bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+      GROUP BY window_start, window_end
+sinks:
+  - {name: out, connector: blackhole, inputs: [windows]}
+  - {name: out2, connector: blackhole, inputs: [fine]}
+"#,
+        &[
+            r#"processors[1].sql:2:6: HOP windows close when the watermark passes their end, but no source this processor reads ("nx") declares event time, so they would only close when the input ends; add `watermark: {column: <timestamp column>, max_out_of_orderness: 5s}` to the source whose time the window groups by"#,
+        ],
+    ),
+    (
         "name: [unclosed\n",
         &[
             "2:1: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 1 column 7",

@@ -60,18 +60,6 @@ fn load_case(dir: &Path) -> Case {
     let text = fs::read_to_string(dir.join("pipeline.yaml")).unwrap();
     let pipeline: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let source = &pipeline["sources"][0];
-    let fields: Vec<Field> = source["schema"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|field| {
-            Field::new(
-                field["name"].as_str().unwrap(),
-                arrow_type(field["type"].as_str().unwrap()),
-                field["nullable"].as_bool().unwrap_or(true),
-            )
-        })
-        .collect();
     let processor = &pipeline["processors"][0];
     let sql = processor["sql"].as_str().unwrap().to_owned();
     let mut options = PlanOptions::default();
@@ -90,7 +78,7 @@ fn load_case(dir: &Path) -> Case {
         };
         (watermark["column"].as_str().unwrap().to_owned(), delay)
     });
-    Case { sql, schema: Arc::new(Schema::new(fields)), options, watermark }
+    Case { sql, schema: schema_of(source), options, watermark }
 }
 
 /// The largest event time (milliseconds) in `column` of `batch`.

@@ -139,9 +139,7 @@ where
                         close_epoch(&mut open_epoch, epoch, &mut *processor, &mut results)?;
                         emit(&mut output, base_cap, epoch, &mut results, &metrics);
                         let alignment = entry.get().arrived.map_or(Duration::ZERO, |at| at.elapsed());
-                        let bytes =
-                            ProcessorPart { watermark: tracker.current(), key_groups: processor.snapshot()? }
-                                .encode();
+                        let bytes = snapshot_part(&mut *processor, &tracker)?;
                         if let Some(uploads) = uploads.as_mut() {
                             uploads.start(checkpoint, bytes, parts_cap.delayed(&epoch), alignment, false);
                         }
@@ -180,9 +178,7 @@ where
                     emit(&mut output, base_cap, open, &mut results, &metrics);
                 }
                 for (epoch, checkpoint) in boundaries {
-                    let bytes =
-                        ProcessorPart { watermark: tracker.current(), key_groups: processor.snapshot()? }
-                            .encode();
+                    let bytes = snapshot_part(&mut *processor, &tracker)?;
                     if let Some(uploads) = uploads.as_mut() {
                         uploads.start(checkpoint, bytes, parts_cap.delayed(&epoch), Duration::ZERO, false);
                     }
@@ -209,18 +205,14 @@ where
                     if let (Some(uploads), Some(schedule)) = (uploads.as_mut(), schedule)
                         && !failure.has_failed()
                     {
-                        match processor.snapshot() {
-                            Ok(key_groups) => {
-                                let bytes =
-                                    ProcessorPart { watermark: tracker.current(), key_groups }.encode();
-                                uploads.start(
-                                    schedule.final_id(),
-                                    bytes,
-                                    parts_cap.clone(),
-                                    Duration::ZERO,
-                                    false,
-                                );
-                            }
+                        match snapshot_part(&mut *processor, &tracker) {
+                            Ok(bytes) => uploads.start(
+                                schedule.final_id(),
+                                bytes,
+                                parts_cap.clone(),
+                                Duration::ZERO,
+                                false,
+                            ),
                             Err(error) => failure.record(&name, error),
                         }
                     }
@@ -235,6 +227,11 @@ where
         }
     });
     (stream, parts)
+}
+
+/// The processor's state and merged input watermark, as the bytes of its checkpoint part.
+fn snapshot_part(processor: &mut dyn Processor, tracker: &WatermarkTracker) -> Result<Vec<u8>> {
+    Ok(ProcessorPart { watermark: tracker.current(), key_groups: processor.snapshot()? }.encode())
 }
 
 /// Calls `end_of_epoch` for the open epoch `epoch`.

@@ -13,10 +13,12 @@ pub mod blackhole;
 pub mod datagen;
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod nexmark;
 mod options;
 mod schedule;
 pub mod stdout;
+pub mod testing;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use sluice_spec::{DataType, Diagnostic, FieldSpec};
 /// Everything a source connector gets from the spec.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRequest<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
     /// The source node's name.
     pub name: &'a str,
     /// The node's `options` map, unchecked (`null` when absent).
@@ -67,12 +71,12 @@ pub struct LookupRequest<'a> {
 
 /// Names of the source connectors, sorted.
 pub fn source_connectors() -> &'static [&'static str] {
-    &["datagen", "file", "nexmark"]
+    &["datagen", "file", "kafka", "nexmark"]
 }
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "stdout"]
+    &["blackhole", "file", "kafka", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
@@ -86,6 +90,7 @@ pub fn build_source(connector: &str, request: &SourceRequest) -> Result<Arc<dyn 
     match connector {
         "datagen" => datagen::build(request),
         "file" => file::build_source(request),
+        "kafka" => kafka::build_source(request),
         "nexmark" => nexmark::build(request),
         other => Err(vec![unknown_connector(other, source_connectors())]),
     }
@@ -97,6 +102,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
     match connector {
         "blackhole" => blackhole::build(request),
         "file" => file::build_sink(request),
+        "kafka" => kafka::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
     }
@@ -166,6 +172,7 @@ mod tests {
     #[test]
     fn unknown_connector_suggests_the_closest() {
         let request = SourceRequest {
+            pipeline: "p",
             name: "s",
             options: &serde_json::Value::Null,
             schema: None,

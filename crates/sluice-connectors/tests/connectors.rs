@@ -7,6 +7,8 @@ mod datagen;
 mod file_sink;
 #[path = "connectors/file_source.rs"]
 mod file_source;
+#[path = "connectors/kafka.rs"]
+mod kafka;
 #[path = "connectors/lookup.rs"]
 mod lookup;
 #[path = "connectors/nexmark.rs"]

@@ -116,6 +116,20 @@ pub trait SourceReader {
     fn snapshot(&mut self) -> Result<Vec<SplitState>> {
         Ok(Vec::new())
     }
+
+    /// A checkpoint holding `positions` (what [`SourceReader::snapshot`] returned for it) is
+    /// complete, or reading ended with these positions. A reader may tell the external system,
+    /// e.g. commit a Kafka consumer group's offsets so that lag tools see progress; resuming
+    /// always uses the checkpoint, never that. Default: nothing.
+    fn positions_committed(&mut self, _positions: &[SplitState]) -> Result<()> {
+        Ok(())
+    }
+
+    /// How many records the source holds that this reader has not read yet (e.g. a Kafka
+    /// consumer's lag over its partitions), if known. Exported as the source's `lag` metric.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A configured sink, shared by all workers; creates one writer per worker.

@@ -1,14 +1,22 @@
-//! Dead letters: records a source could not decode, kept with the reason instead of being lost.
+//! Dead letters: records a node could not handle (a source could not decode them, a processor
+//! rejected them as late, a sink could not deliver them), kept with the reason instead of being
+//! lost.
 //!
-//! Each worker writes its own JSON Lines file under the pipeline's dead-letter directory, opened
-//! on the first bad record, so a clean run leaves no file behind. Counts are shared by all
-//! workers of a process and appear in the run summary.
+//! By default each worker writes its own JSON Lines file under the pipeline's dead-letter
+//! directory, opened on the first bad record, so a clean run leaves no file behind. When the
+//! pipeline names a dead-letter sink, letters are queued per worker instead
+//! ([`DeadLetterQueue`]) and a dataflow operator hands them to that sink as rows of
+//! [`dead_letter_schema`], like any other output. Counts are shared by all workers of a process
+//! and appear in the run summary.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -45,28 +53,138 @@ pub struct DeadLetterCounts {
     pub dropped: AtomicU64,
 }
 
-/// One worker's handle for reporting bad records of one source.
+/// What kind of failure a dead letter records, by the role of the node that reported it.
+pub mod kind {
+    /// A source could not decode the record.
+    pub const BAD_RECORD: &str = "bad_record";
+    /// A processor rejected the record (e.g. late data, no event time).
+    pub const REJECTED: &str = "rejected";
+    /// A sink could not deliver the record.
+    pub const UNDELIVERABLE: &str = "undeliverable";
+}
+
+/// A dead letter with everything its destination records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedLetter {
+    /// Pipeline name.
+    pub pipeline: Arc<str>,
+    /// The node that reported it.
+    pub node: Arc<str>,
+    /// One of the [`kind`] constants.
+    pub kind: &'static str,
+    /// Where the record came from.
+    pub position: String,
+    /// The raw bytes of the record.
+    pub raw: Vec<u8>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// When it was reported, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+}
+
+/// One worker's dead letters on their way to the dead-letter sink: nodes push, the dead-letter
+/// operator of the same worker drains.
+#[derive(Debug, Default)]
+pub struct DeadLetterQueue {
+    letters: Mutex<Vec<QueuedLetter>>,
+}
+
+impl DeadLetterQueue {
+    fn push(&self, letter: QueuedLetter) -> Result<()> {
+        self.letters.lock().map_err(|_| Error::internal("dead-letter queue lock poisoned"))?.push(letter);
+        Ok(())
+    }
+
+    /// Takes every queued letter, oldest first.
+    pub fn drain(&self) -> Result<Vec<QueuedLetter>> {
+        Ok(std::mem::take(
+            &mut *self.letters.lock().map_err(|_| Error::internal("dead-letter queue lock poisoned"))?,
+        ))
+    }
+}
+
+/// The columns of dead letters given to a dead-letter sink: `pipeline`, `node`, `kind`,
+/// `position`, `raw` (the record as text, when it is UTF-8), `raw_hex` (otherwise), `reason`
+/// and `time`.
+pub fn dead_letter_schema() -> SchemaRef {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pipeline", false),
+        text("node", false),
+        text("kind", false),
+        text("position", false),
+        text("raw", true),
+        text("raw_hex", true),
+        text("reason", false),
+        Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+    ]))
+}
+
+/// Dead letters as one batch of [`dead_letter_schema`].
+pub fn dead_letter_batch(letters: &[QueuedLetter]) -> Result<RecordBatch> {
+    let text = |f: &dyn Fn(&QueuedLetter) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(letters.iter().map(f)))
+    };
+    let columns = vec![
+        text(&|l| Some(l.pipeline.to_string())),
+        text(&|l| Some(l.node.to_string())),
+        text(&|l| Some(l.kind.to_owned())),
+        text(&|l| Some(l.position.clone())),
+        text(&|l| std::str::from_utf8(&l.raw).ok().map(str::to_owned)),
+        text(&|l| std::str::from_utf8(&l.raw).is_err().then(|| hex(&l.raw))),
+        text(&|l| Some(l.reason.clone())),
+        Arc::new(TimestampMillisecondArray::from_iter_values(letters.iter().map(|l| l.time_ms))) as ArrayRef,
+    ];
+    Ok(RecordBatch::try_new(dead_letter_schema(), columns)?)
+}
+
+/// One worker's handle for reporting bad records of one node.
 #[derive(Debug, Clone)]
 pub struct DeadLetterSink {
     pipeline: Arc<str>,
-    source: Arc<str>,
+    node: Arc<str>,
+    kind: &'static str,
     policy: OnError,
     path: PathBuf,
     file: Option<Arc<std::sync::Mutex<BufWriter<File>>>>,
+    queue: Option<Arc<DeadLetterQueue>>,
     counts: Arc<DeadLetterCounts>,
 }
 
 impl DeadLetterSink {
-    /// A sink for `source` that applies `policy`, writing dead letters to `path` (a JSON Lines
-    /// file created on first use, with its parent directories).
+    /// A sink for `node` that applies `policy`, writing dead letters of kind
+    /// [`kind::BAD_RECORD`] to `path` (a JSON Lines file created on first use, with its parent
+    /// directories).
     pub fn new(
         pipeline: &str,
-        source: &str,
+        node: &str,
         policy: OnError,
         path: PathBuf,
         counts: Arc<DeadLetterCounts>,
     ) -> Self {
-        Self { pipeline: pipeline.into(), source: source.into(), policy, path, file: None, counts }
+        Self {
+            pipeline: pipeline.into(),
+            node: node.into(),
+            kind: kind::BAD_RECORD,
+            policy,
+            path,
+            file: None,
+            queue: None,
+            counts,
+        }
+    }
+
+    /// The same sink recording letters as `kind` (one of the [`kind`] constants).
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same sink sending letters to `queue` (for the pipeline's dead-letter sink) instead
+    /// of the file.
+    pub fn with_queue(mut self, queue: Arc<DeadLetterQueue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// The policy this sink applies.
@@ -87,7 +205,18 @@ impl DeadLetterSink {
                 Ok(())
             }
             OnError::DeadLetter => {
-                self.write(&letter)?;
+                match &self.queue {
+                    Some(queue) => queue.push(QueuedLetter {
+                        pipeline: self.pipeline.clone(),
+                        node: self.node.clone(),
+                        kind: self.kind,
+                        position: letter.position,
+                        raw: letter.raw,
+                        reason: letter.reason,
+                        time_ms: now_ms() as i64,
+                    })?,
+                    None => self.write(&letter)?,
+                }
                 self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -115,7 +244,8 @@ impl DeadLetterSink {
         };
         let mut line = serde_json::Map::new();
         line.insert("pipeline".into(), self.pipeline.as_ref().into());
-        line.insert("source".into(), self.source.as_ref().into());
+        line.insert("node".into(), self.node.as_ref().into());
+        line.insert("kind".into(), self.kind.into());
         line.insert("position".into(), letter.position.clone().into());
         match std::str::from_utf8(&letter.raw) {
             Ok(text) => line.insert("raw".into(), text.into()),

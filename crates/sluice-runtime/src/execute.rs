@@ -1,7 +1,7 @@
 //! Runs a [`PipelineGraph`] on timely: builds the dataflow on every worker, steps it until all
 //! sources end (or a stop is requested), and reports metrics and the first failure.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +17,15 @@ use timely::{CommunicationConfig, WorkerConfig};
 use crate::batch::Batch;
 use crate::checkpoint::{CheckpointOptions, CheckpointRun, RestoreFrom, Schedule, restore};
 use crate::connector::{SinkContext, SourceContext, WorkerPosition};
-use crate::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
+use crate::dead_letter::{DeadLetter, DeadLetterCounts, DeadLetterQueue, DeadLetterSink, OnError, kind};
 use crate::error::{Error, Result};
 use crate::exchange::keyed_pact;
-use crate::graph::{NodeKind, PipelineGraph, StreamRef};
+use crate::graph::{DEAD_LETTER_NODE, NodeKind, PipelineGraph, StreamRef};
 use crate::metrics::{MetricsRegistry, NodeRole, OperatorMetrics, OperatorSnapshot};
 use crate::operators::sink::SharedWriter;
 use crate::operators::source::{SourcePacing, SourceSetup};
 use crate::operators::stateful::StatefulSetup;
-use crate::operators::{Failure, checkpoint, key_by, process, sink, source, stateful};
+use crate::operators::{Failure, checkpoint, dead_letters, key_by, process, sink, source, stateful};
 use crate::processor::{KeyHasher, ProcessorContext};
 
 /// How many processes and threads run the pipeline.
@@ -191,7 +191,9 @@ impl Runtime {
             stop: options.stop.clone(),
             max_epochs_in_flight: options.max_epochs_in_flight,
             checkpoints,
+            queues: Mutex::default(),
         });
+        let leftovers = shared.clone();
         let guards = timely::execute(options.topology.config(), move |worker| {
             let probe = ProbeHandle::new();
             let position = WorkerPosition { index: worker.index(), peers: worker.peers() };
@@ -208,6 +210,8 @@ impl Runtime {
         if let Some(io) = io {
             io.shutdown_timeout(Duration::from_secs(5));
         }
+        // Letters queued after the dead-letter sink finished go to the folder, not nowhere.
+        leftovers.write_leftover_dead_letters()?;
         // A recorded failure explains whatever went wrong with the threads afterwards.
         if let Some(error) = failure.take() {
             return Err(error);
@@ -271,18 +275,22 @@ fn prepare_checkpoints(
             Error::user(format!("reading checkpoints from {}: {error}", source.location()))
         })?;
         let Some(manifest) = manifest else { return Ok(None) };
-        if manifest.finished && options.restore == RestoreFrom::Latest {
-            return Err(Error::user(format!(
-                "pipeline \"{}\" already ran to completion: its last checkpoint ({}) in {} says every \
-                 source was read to the end. To run it again from the start, pass --fresh (its checkpoints \
-                 will be replaced) or remove that folder",
-                graph.name,
-                manifest.checkpoint,
-                store.location()
-            )));
-        }
         restore::load(&source, manifest, graph).await.map(Some)
     })?;
+    if let Some(finished) =
+        restored.as_ref().filter(|r| r.manifest.finished && options.restore == RestoreFrom::Latest)
+    {
+        // A crash may have come between the final manifest and the sinks' commit: finish that.
+        commit_final_output(graph, finished)?;
+        return Err(Error::user(format!(
+            "pipeline \"{}\" already ran to completion: its last checkpoint ({}) in {} says every \
+             source was read to the end, and its output is committed. To run it again from the start, \
+             pass --fresh (its checkpoints will be replaced) or remove that folder",
+            graph.name,
+            finished.manifest.checkpoint,
+            store.location()
+        )));
+    }
     let next = io
         .block_on(store.next_checkpoint_id())
         .map_err(|error| Error::user(format!("listing checkpoints in {}: {error}", store.location())))?;
@@ -304,6 +312,25 @@ fn prepare_checkpoints(
     Ok((io, Arc::new(run)))
 }
 
+/// Makes the output of a finished run's final checkpoint visible: each sink's first writer,
+/// opened with what the checkpoint prepared, commits it (idempotently, as after any restore).
+fn commit_final_output(graph: &PipelineGraph, finished: &restore::Restored) -> Result<()> {
+    for node in &graph.nodes {
+        let (NodeKind::Sink { sink, schema }, Some(prepared)) = (&node.kind, finished.sinks.get(&node.name))
+        else {
+            continue;
+        };
+        let context = SinkContext {
+            worker: WorkerPosition { index: 0, peers: 1 },
+            schema: schema.clone(),
+            checkpointing: true,
+            restore: Some(prepared.clone()),
+        };
+        drop(sink.open(context)?);
+    }
+    Ok(())
+}
+
 /// What every worker thread shares.
 struct WorkerShared {
     graph: Arc<PipelineGraph>,
@@ -313,9 +340,49 @@ struct WorkerShared {
     stop: Arc<AtomicBool>,
     max_epochs_in_flight: u64,
     checkpoints: Option<Arc<CheckpointRun>>,
+    /// With a dead-letter sink: each local worker's queue of letters for it.
+    queues: Mutex<Vec<Arc<DeadLetterQueue>>>,
 }
 
 impl WorkerShared {
+    /// A new dead-letter queue for one worker, if the pipeline has a dead-letter sink.
+    fn dead_letter_queue(&self) -> Option<Arc<DeadLetterQueue>> {
+        let wanted = self.graph.nodes.iter().any(|node| node.name == DEAD_LETTER_NODE);
+        let queue = Arc::new(DeadLetterQueue::default());
+        let mut queues = self.queues.lock().ok()?;
+        wanted.then(|| {
+            queues.push(queue.clone());
+            queue
+        })
+    }
+
+    /// Writes letters still queued (reported after the dead-letter sink finished, e.g. by a sink
+    /// while finishing) to the dead-letter folder.
+    fn write_leftover_dead_letters(&self) -> Result<()> {
+        let queues = self.queues.lock().map_err(|_| Error::internal("dead-letter queues lock poisoned"))?;
+        for (index, queue) in queues.iter().enumerate() {
+            for letter in queue.drain()? {
+                let path =
+                    self.graph.dead_letter_dir.join(&*letter.node).join(format!("leftover-{index:05}.jsonl"));
+                tracing::warn!(node = %letter.node, path = %path.display(), "a dead letter arrived after the dead-letter sink finished; writing it to the folder");
+                let mut file = DeadLetterSink::new(
+                    &letter.pipeline,
+                    &letter.node,
+                    OnError::DeadLetter,
+                    path,
+                    Arc::default(),
+                )
+                .with_kind(letter.kind);
+                file.report(DeadLetter {
+                    position: letter.position,
+                    raw: letter.raw,
+                    reason: letter.reason,
+                })?;
+                file.flush()?;
+            }
+        }
+        Ok(())
+    }
     fn node_metrics(&self, name: &str) -> Arc<OperatorMetrics> {
         self.metrics.get(name).cloned().expect("invariant: every node is registered in Runtime::new")
     }
@@ -343,10 +410,17 @@ fn build<'scope>(
     let mut expected: Vec<(String, usize)> = Vec::new();
     let mut dead_letter_index = 0;
     let peers = position.peers;
-    let dead_letter_sink = |node: &str, policy: OnError, counts: &Arc<DeadLetterCounts>| {
-        let path = graph.dead_letter_dir.join(node).join(format!("part-{:05}.jsonl", position.index));
-        DeadLetterSink::new(&graph.name, node, policy, path, counts.clone())
-    };
+    let committed = Rc::new(Cell::new(None));
+    let queue = shared.dead_letter_queue();
+    let dead_letter_sink =
+        |node: &str, policy: OnError, counts: &Arc<DeadLetterCounts>, kind: &'static str| {
+            let path = graph.dead_letter_dir.join(node).join(format!("part-{:05}.jsonl", position.index));
+            let sink = DeadLetterSink::new(&graph.name, node, policy, path, counts.clone()).with_kind(kind);
+            match &queue {
+                Some(queue) => sink.with_queue(queue.clone()),
+                None => sink,
+            }
+        };
     for (index, node) in graph.nodes.iter().enumerate() {
         let metrics = shared.node_metrics(&node.name);
         let failure = shared.failure.clone();
@@ -363,7 +437,7 @@ fn build<'scope>(
                 let context = SourceContext {
                     worker: position,
                     used_outputs,
-                    dead_letters: dead_letter_sink(&node.name, *on_error, counts),
+                    dead_letters: dead_letter_sink(&node.name, *on_error, counts, kind::BAD_RECORD),
                     stop: shared.stop.clone(),
                     restore: restored.and_then(|restored| restored.sources.get(&node.name).cloned()),
                 };
@@ -374,6 +448,7 @@ fn build<'scope>(
                     watermark: watermark.clone(),
                     checkpoints: checkpoints.clone(),
                     replayable: connector.replayable(),
+                    committed: committed.clone(),
                 };
                 let (built, source_parts) =
                     source::source(scope, setup, reader, pacing.clone(), metrics, failure);
@@ -415,7 +490,12 @@ fn build<'scope>(
                         senders: vec![peers; keyed.len()],
                         context: ProcessorContext {
                             worker: position,
-                            dead_letters: dead_letter_sink(&node.name, OnError::DeadLetter, counts),
+                            dead_letters: dead_letter_sink(
+                                &node.name,
+                                OnError::DeadLetter,
+                                counts,
+                                kind::REJECTED,
+                            ),
                         },
                         checkpoints: checkpoints.clone(),
                         restore: restored.and_then(|restored| restored.processors.get(&node.name).cloned()),
@@ -459,7 +539,15 @@ fn build<'scope>(
                 streams.insert(StreamRef { node: index, output: 0 }, stream);
             }
             NodeKind::Sink { sink: connector, schema } => {
-                let stream = scope.concatenate(inputs).probe_with(probe);
+                let stream = match (&queue, node.name == DEAD_LETTER_NODE) {
+                    (Some(queue), true) => {
+                        // Every stream so far: the dead-letter node comes last.
+                        let watched = scope.concatenate(streams.values().cloned().collect::<Vec<_>>());
+                        dead_letters::dead_letters(watched, queue.clone(), failure.clone())
+                    }
+                    _ => scope.concatenate(inputs),
+                }
+                .probe_with(probe);
                 let context = SinkContext {
                     worker: position,
                     schema: schema.clone(),
@@ -483,8 +571,8 @@ fn build<'scope>(
             .filter(|node| matches!(node.kind, NodeKind::Source { .. }))
             .map(|node| node.name.clone())
             .collect();
-        let committed = checkpoint::coordinator(parts, expected, sources, run, shared.failure.clone());
-        checkpoint::committer(committed, writers, shared.failure.clone());
+        let notices = checkpoint::coordinator(parts, expected, sources, run, shared.failure.clone());
+        checkpoint::committer(notices, writers, committed, shared.failure.clone());
     }
 }
 

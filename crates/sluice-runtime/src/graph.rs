@@ -21,6 +21,11 @@ pub struct StreamRef {
     pub output: usize,
 }
 
+/// Name of the sink node that receives dead letters when the pipeline names a dead-letter
+/// sink. It has no inputs and comes last; the runtime feeds it every worker's dead letters as
+/// rows of [`crate::dead_letter::dead_letter_schema`]. Spec names cannot start with `_`.
+pub const DEAD_LETTER_NODE: &str = "_dead_letters";
+
 /// What a node does.
 pub enum NodeKind {
     /// Reads records from outside.

@@ -49,6 +49,9 @@ pub struct OperatorMetrics {
     pub busy_nanos: AtomicU64,
     /// Size of the operator's state, in bytes, over all workers (stateful processors).
     pub state_bytes: AtomicU64,
+    /// Records a source holds that its readers have not read yet, over all workers (sources
+    /// that know it, such as Kafka's consumer lag).
+    pub lag: AtomicU64,
 }
 
 impl OperatorMetrics {
@@ -63,16 +66,18 @@ impl OperatorMetrics {
             batches_in: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
         }
     }
 
     /// Replaces one worker's contribution to the state size: it was `before`, it is `now`.
     pub fn update_state_bytes(&self, before: u64, now: u64) {
-        if now >= before {
-            self.state_bytes.fetch_add(now - before, Ordering::Relaxed);
-        } else {
-            self.state_bytes.fetch_sub(before - now, Ordering::Relaxed);
-        }
+        replace_contribution(&self.state_bytes, before, now);
+    }
+
+    /// Replaces one worker's contribution to the source lag: it was `before`, it is `now`.
+    pub fn update_lag(&self, before: u64, now: u64) {
+        replace_contribution(&self.lag, before, now);
     }
 
     /// Counts a received batch of `rows` rows and `bytes` bytes.
@@ -104,6 +109,7 @@ impl OperatorMetrics {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
             state_bytes: self.state_bytes.load(Ordering::Relaxed),
+            lag: self.lag.load(Ordering::Relaxed),
         }
     }
 }
@@ -127,6 +133,17 @@ pub struct OperatorSnapshot {
     pub busy: Duration,
     /// State size in bytes over all workers.
     pub state_bytes: u64,
+    /// Unread records of a source over all workers, where known.
+    pub lag: u64,
+}
+
+/// A gauge summed over workers: one worker's part changes from `before` to `now`.
+fn replace_contribution(gauge: &AtomicU64, before: u64, now: u64) {
+    if now >= before {
+        gauge.fetch_add(now - before, Ordering::Relaxed);
+    } else {
+        gauge.fetch_sub(before - now, Ordering::Relaxed);
+    }
 }
 
 /// All operators' metrics of one process, in pipeline order.

@@ -27,7 +27,8 @@ pub use diagnostic::{Diagnostic, Location, closest};
 pub use duration::{parse_duration, parse_watermark_sql};
 pub use model::{
     CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_EPOCH_MS,
-    DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, LookupSpec, MIN_CHECKPOINT_INTERVAL_MS, NodeKind,
-    OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec,
+    DeadLetterSinkSpec, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, LookupSpec,
+    MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
+    WatermarkSpec,
 };
 pub use parse::{parse, parse_partial};

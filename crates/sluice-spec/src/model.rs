@@ -85,10 +85,23 @@ pub struct LookupSpec {
 }
 
 /// Where dead letters are written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetterSpec {
-    /// Directory for dead letters; `dead-letters/<pipeline name>` unless set.
+    /// Directory for dead letters; `dead-letters/<pipeline name>` unless set. With a `sink`,
+    /// only dead letters that the sink itself rejects are written here.
     pub path: String,
+    /// A sink connector (a Kafka topic, a table, files...) that receives the dead letters
+    /// instead of the directory.
+    pub sink: Option<DeadLetterSinkSpec>,
+}
+
+/// A sink connector used as the dead-letter destination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterSinkSpec {
+    /// Connector name, e.g. `kafka`; checked by the connectors crate.
+    pub connector: String,
+    /// Connector options, a JSON object; checked by the connector.
+    pub options: serde_json::Value,
 }
 
 /// A node that reads from an external system.
@@ -363,7 +376,7 @@ mod tests {
             name: "p".into(),
             description: None,
             epoch_ms: DEFAULT_EPOCH_MS,
-            dead_letter: DeadLetterSpec { path: "dl".into() },
+            dead_letter: DeadLetterSpec { path: "dl".into(), sink: None },
             sources: vec![],
             processors: vec![processor("a", &["b"]), processor("b", &["a"]), processor("c", &["x.y"])],
             sinks: vec![],
@@ -383,7 +396,7 @@ mod tests {
             name: "p".into(),
             description: None,
             epoch_ms: DEFAULT_EPOCH_MS,
-            dead_letter: DeadLetterSpec { path: "dl".into() },
+            dead_letter: DeadLetterSpec { path: "dl".into(), sink: None },
             sources: vec![],
             processors: vec![processor("late", &["early.out"]), processor("early", &["src"])],
             sinks: vec![],

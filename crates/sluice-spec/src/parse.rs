@@ -10,9 +10,10 @@ use serde_yaml::{Mapping, Value};
 use crate::graph;
 use crate::model::{DEFAULT_EPOCH_MS, EPOCH_MS_RANGE};
 use crate::{
-    CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DataType, DeadLetterSpec,
-    Diagnostic, FieldSpec, InputRef, LookupSpec, MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline,
-    ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec, parse_duration, parse_watermark_sql,
+    CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DataType,
+    DeadLetterSinkSpec, DeadLetterSpec, Diagnostic, FieldSpec, InputRef, LookupSpec,
+    MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
+    WatermarkSpec, parse_duration, parse_watermark_sql,
 };
 
 const PIPELINE_KEYS: &[&str] = &[
@@ -29,7 +30,7 @@ const PIPELINE_KEYS: &[&str] = &[
 const CHECKPOINT_KEYS: &[&str] = &["interval", "location", "retain", "endpoint", "region"];
 const WATERMARK_KEYS: &[&str] = &["column", "max_out_of_orderness", "idle_timeout"];
 const LOOKUP_KEYS: &[&str] = &["name", "connector", "options", "schema"];
-const DEAD_LETTER_KEYS: &[&str] = &["path"];
+const DEAD_LETTER_KEYS: &[&str] = &["path", "connector", "options"];
 const SOURCE_KEYS: &[&str] =
     &["name", "connector", "options", "schema", "infer_schema", "on_error", "watermark"];
 const FIELD_KEYS: &[&str] = &["name", "type", "nullable"];
@@ -129,7 +130,7 @@ impl<'v> Reader<'v> {
             }
         };
         let before = self.diagnostics.len();
-        let (mut name, mut description, mut epoch_ms, mut dead_letter_path) = (None, None, None, None);
+        let (mut name, mut description, mut epoch_ms, mut dead_letter) = (None, None, None, None);
         let (mut sources, mut processors, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
         let (mut lookups, mut checkpoints) = (Vec::new(), None);
         for (key, value) in map {
@@ -142,7 +143,7 @@ impl<'v> Reader<'v> {
                     description = self.string("description", value).map(str::to_owned);
                 }
                 "epoch_ms" if !value.is_null() => epoch_ms = self.epoch_ms(value),
-                "dead_letter" if !value.is_null() => dead_letter_path = self.dead_letter(value),
+                "dead_letter" if !value.is_null() => dead_letter = self.dead_letter(value),
                 "sources" => sources = self.nodes(NodeKind::Source, value, Self::source),
                 "processors" => processors = self.nodes(NodeKind::Processor, value, Self::processor),
                 "sinks" => sinks = self.nodes(NodeKind::Sink, value, Self::sink),
@@ -166,8 +167,11 @@ impl<'v> Reader<'v> {
             None if self.diagnostics.len() > before => String::new(),
             None => return None,
         };
-        let dead_letter =
-            DeadLetterSpec { path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")) };
+        let (dead_letter_path, dead_letter_sink) = dead_letter.unwrap_or_default();
+        let dead_letter = DeadLetterSpec {
+            path: dead_letter_path.unwrap_or_else(|| format!("dead-letters/{name}")),
+            sink: dead_letter_sink,
+        };
         let checkpoints = checkpoints.and_then(|value| self.checkpoints(value, &name));
         Some(Pipeline {
             name,
@@ -405,18 +409,33 @@ impl<'v> Reader<'v> {
         }
     }
 
-    fn dead_letter(&mut self, value: &Value) -> Option<String> {
-        let map = self.mapping("dead_letter", value, "a mapping with the dead-letter path")?;
-        let mut path = None;
+    /// Reads `dead_letter`: a folder (`path`) and/or a sink (`connector`, `options`).
+    fn dead_letter(&mut self, value: &Value) -> Option<(Option<String>, Option<DeadLetterSinkSpec>)> {
+        let map = self.mapping("dead_letter", value, "a mapping with the dead-letter path or connector")?;
+        let (mut path, mut connector, mut options) = (None, None, None);
         for (key, value) in map {
             match self.known_key("dead_letter", key, DEAD_LETTER_KEYS) {
                 Some("path") if !value.is_null() => {
                     path = self.non_empty_string("dead_letter.path", value, "dead-letter path");
                 }
+                Some("connector") => {
+                    connector = self.non_empty_string("dead_letter.connector", value, "sink connector name");
+                }
+                Some("options") if !value.is_null() => options = self.options("dead_letter.options", value),
                 _ => {}
             }
         }
-        path
+        if options.is_some() && connector.is_none() && !map.contains_key("connector") {
+            self.report(
+                Diagnostic::new("dead_letter.options", "options without a connector")
+                    .suggest("name the sink connector that receives dead letters, e.g. `connector: kafka`"),
+            );
+        }
+        let sink = connector.map(|connector| DeadLetterSinkSpec {
+            connector,
+            options: options.unwrap_or_else(empty_options),
+        });
+        Some((path, sink))
     }
 
     /// Reads `sources`, `processors` or `sinks`: a list of mappings, each read by `read_node`.

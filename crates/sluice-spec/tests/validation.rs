@@ -92,7 +92,7 @@ sinks:
             name: "big-bids".into(),
             description: Some("bids over 100".into()),
             epoch_ms: 500,
-            dead_letter: DeadLetterSpec { path: "/var/sluice/dead".into() },
+            dead_letter: DeadLetterSpec { path: "/var/sluice/dead".into(), sink: None },
             sources: vec![SourceSpec {
                 name: "bids".into(),
                 connector: "nexmark".into(),
@@ -156,7 +156,7 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
         );
         assert_eq!(spec.description, None);
         assert_eq!(spec.epoch_ms, 200);
-        assert_eq!(spec.dead_letter, DeadLetterSpec { path: "dead-letters/tiny".into() });
+        assert_eq!(spec.dead_letter, DeadLetterSpec { path: "dead-letters/tiny".into(), sink: None });
         assert_eq!(spec.processors, vec![]);
         let source = &spec.sources[0];
         assert_eq!(source.options, json!({}));

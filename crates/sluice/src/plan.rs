@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use sluice_connectors::{LookupRequest, SinkRequest, SourceRequest};
-use sluice_runtime::dead_letter::OnError;
-use sluice_runtime::graph::{GraphNode, NodeKind, PipelineGraph, StreamRef};
+use sluice_runtime::dead_letter::{OnError, dead_letter_schema};
+use sluice_runtime::graph::{DEAD_LETTER_NODE, GraphNode, NodeKind, PipelineGraph, StreamRef};
 use sluice_runtime::processor::Processor;
 use sluice_runtime::watermark::WatermarkStrategy;
 use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline, WatermarkSpec};
@@ -58,6 +58,7 @@ pub fn plan(text: &str, base_dir: &Path) -> Result<Planned, Vec<Diagnostic>> {
     planner.lookups();
     planner.processors();
     planner.sinks();
+    planner.dead_letter_sink();
     let Planner { diagnostics, nodes, .. } = planner;
     if !diagnostics.is_empty() {
         return Err(diagnostics);
@@ -100,6 +101,7 @@ impl Planner<'_> {
         for (index, source) in self.spec.sources.iter().enumerate() {
             let path = format!("sources[{index}]");
             let request = SourceRequest {
+                pipeline: &self.spec.name,
                 name: &source.name,
                 options: &source.options,
                 schema: source.schema.as_deref(),
@@ -311,6 +313,20 @@ impl Planner<'_> {
                 inputs: inputs.into_iter().map(|(stream, _)| stream).collect(),
                 kind: NodeKind::Sink { sink: built, schema },
             });
+        }
+    }
+
+    /// The sink named under `dead_letter:`, as the last node (see [`DEAD_LETTER_NODE`]).
+    fn dead_letter_sink(&mut self) {
+        let Some(spec) = &self.spec.dead_letter.sink else { return };
+        let request = SinkRequest { name: DEAD_LETTER_NODE, options: &spec.options, base_dir: self.base_dir };
+        match sluice_connectors::build_sink(&spec.connector, &request) {
+            Ok(built) => self.nodes.push(GraphNode {
+                name: DEAD_LETTER_NODE.to_owned(),
+                inputs: Vec::new(),
+                kind: NodeKind::Sink { sink: built, schema: dead_letter_schema() },
+            }),
+            Err(diagnostics) => self.report("dead_letter", diagnostics),
         }
     }
 

@@ -28,6 +28,7 @@ use sluice_runtime::{Error, Result};
 
 use super::SourceConfig;
 use crate::format::TextFormat;
+use crate::format::message::decode_reason;
 
 /// Lines read for schema inference.
 const INFER_LINES: usize = 1000;
@@ -352,7 +353,7 @@ impl LineDecoder {
                         "the line holds {} records; each line must hold exactly one",
                         batch.num_rows()
                     )),
-                    Err(error) => Err(reason(&error)),
+                    Err(error) => Err(decode_reason(&error)),
                 },
             };
             match decoded {
@@ -409,23 +410,6 @@ impl LineDecoder {
         };
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
     }
-}
-
-/// A short reason for a bad record, without Arrow's error-kind prefix.
-fn reason(error: &ArrowError) -> String {
-    let text = error.to_string();
-    for prefix in ["Json error: ", "Csv error: ", "Parser error: ", "Invalid argument error: "] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            return not_json(rest);
-        }
-    }
-    not_json(&text)
-}
-
-/// Arrow's JSON tokenizer says "Encountered unexpected 'h' whilst parsing literal"; say first
-/// that the line is not JSON at all, as opposed to JSON that does not fit the schema.
-fn not_json(reason: &str) -> String {
-    if reason.starts_with("Encountered ") { format!("not valid JSON: {reason}") } else { reason.to_owned() }
 }
 
 /// The file itself, or the regular, non-hidden files of a folder in name order.

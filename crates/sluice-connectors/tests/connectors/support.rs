@@ -25,8 +25,14 @@ pub fn source(
     infer: bool,
     base: &Path,
 ) -> Arc<dyn Source> {
-    let request =
-        SourceRequest { name: "src", options: &options, schema, infer_schema: infer, base_dir: base };
+    let request = SourceRequest {
+        pipeline: "test",
+        name: "src",
+        options: &options,
+        schema,
+        infer_schema: infer,
+        base_dir: base,
+    };
     match build_source(connector, &request) {
         Ok(source) => source,
         Err(errors) => panic!("{connector}: {errors:?}"),
@@ -40,6 +46,7 @@ pub fn source_errors(
     infer: bool,
 ) -> Vec<String> {
     let request = SourceRequest {
+        pipeline: "test",
         name: "src",
         options: &options,
         schema,

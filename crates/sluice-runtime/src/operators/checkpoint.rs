@@ -6,7 +6,9 @@
 //! are complete, writes the manifest, exports a savepoint if asked, and broadcasts "committed".
 //! The committer on every worker then lets that worker's sink writers commit.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -203,11 +205,13 @@ async fn commit(run: Arc<CheckpointRun>, manifest: Manifest, is_final: bool) -> 
     Ok(manifest)
 }
 
-/// Builds the committer of one worker: commits `writers` when a checkpoint completes and
-/// finishes them when the coordinator ends.
+/// Builds the committer of one worker: commits `writers` when a checkpoint completes, records
+/// the checkpoint in `newest` (which the worker's sources read), and finishes the writers when
+/// the coordinator ends.
 pub(crate) fn committer(
     committed: Stream<'_, u64, Batch>,
     writers: Vec<(String, SharedWriter)>,
+    newest: Rc<Cell<Option<u64>>>,
     failure: Failure,
 ) {
     let scope = committed.scope();
@@ -221,6 +225,7 @@ pub(crate) fn committer(
             input.for_each(|_capability, data| {
                 let Some(records) = data.take() else { return };
                 for id in committed_ids(&records) {
+                    newest.set(newest.get().max(Some(id)));
                     for (name, writer) in &writers {
                         if let Some(sink) = writer.borrow_mut().as_mut()
                             && let Err(error) = sink.commit(id)

@@ -2,6 +2,7 @@
 //! that touches timely's operator API.
 
 pub(crate) mod checkpoint;
+pub(crate) mod dead_letters;
 pub(crate) mod key_by;
 pub(crate) mod process;
 pub(crate) mod sink;

@@ -226,6 +226,7 @@ mod tests {
             batches_in: zero(),
             busy_nanos: zero(),
             state_bytes: zero(),
+            lag: zero(),
         })
     }
 

@@ -2,6 +2,9 @@
 //! announces event-time watermarks, saves reader positions at checkpoints, and keeps at most a
 //! few epochs in flight so memory stays bounded.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use crate::batch::{Batch, Mark};
 use crate::checkpoint::part::SourcePart;
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::{CheckpointRun, Schedule};
-use crate::connector::{SourceBatch, SourceReader, SourceStatus};
+use crate::connector::{SourceBatch, SourceReader, SourceStatus, SplitState};
 use crate::error::Result;
 use crate::metrics::OperatorMetrics;
 use crate::processor::END_OF_TIME;
@@ -44,6 +47,8 @@ pub(crate) struct SourceSetup {
     pub(crate) watermark: Option<WatermarkStrategy>,
     pub(crate) checkpoints: Option<Arc<CheckpointRun>>,
     pub(crate) replayable: bool,
+    /// The newest checkpoint this worker's committer has committed.
+    pub(crate) committed: Rc<Cell<Option<u64>>>,
 }
 
 /// Builds a source operator driven by `reader` (None if opening failed: the operator then
@@ -56,7 +61,7 @@ pub(crate) fn source<'scope>(
     metrics: Arc<OperatorMetrics>,
     failure: Failure,
 ) -> (Vec<Stream<'scope, u64, Batch>>, Stream<'scope, u64, Batch>) {
-    let SourceSetup { name, outputs, watermark, checkpoints, replayable } = setup;
+    let SourceSetup { name, outputs, watermark, checkpoints, replayable, committed } = setup;
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address.clone());
@@ -89,8 +94,21 @@ pub(crate) fn source<'scope>(
             .as_ref()
             .map(|strategy| SourceWatermark::new(strategy.max_out_of_orderness, strategy.idle_timeout));
         let mut announced: Option<Option<i64>> = None;
+        // Positions saved for checkpoints not yet committed, oldest first.
+        let mut saved: VecDeque<(u64, Vec<SplitState>)> = VecDeque::new();
+        let mut lag = 0;
         move |_frontiers| {
             let busy = Instant::now();
+            if let Some(source) = reader.as_mut() {
+                while let Some((checkpoint, positions)) = saved.front()
+                    && committed.get().is_some_and(|id| id >= *checkpoint)
+                {
+                    if let Err(error) = source.positions_committed(positions) {
+                        failure.record(&name, error);
+                    }
+                    saved.pop_front();
+                }
+            }
             if let Some(uploads) = uploads.as_mut() {
                 uploads.report_finished(&mut parts_output, &failure);
             }
@@ -109,12 +127,16 @@ pub(crate) fn source<'scope>(
                         (uploads.as_mut(), schedule.and_then(|schedule| schedule.boundary(epoch)))
                     {
                         match snapshot(source.as_mut(), replayable, false) {
-                            Ok(bytes) => {
-                                uploads.start(checkpoint, bytes, parts_cap.clone(), Duration::ZERO, false)
+                            Ok((bytes, positions)) => {
+                                uploads.start(checkpoint, bytes, parts_cap.clone(), Duration::ZERO, false);
+                                saved.push_back((checkpoint, positions));
                             }
                             Err(error) => failure.record(&name, error),
                         }
                     }
+                    let now = source.lag().unwrap_or(0);
+                    metrics.update_lag(lag, now);
+                    lag = now;
                     epoch += 1;
                     epoch_started = Instant::now();
                     for cap in caps.iter_mut() {
@@ -236,8 +258,13 @@ impl End {
         }
         if let (Some(uploads), Some(schedule)) = (uploads, self.schedule) {
             match snapshot(source, self.replayable, exhausted) {
-                Ok(bytes) => {
-                    uploads.start(schedule.final_id(), bytes, parts_cap.clone(), Duration::ZERO, exhausted)
+                Ok((bytes, positions)) => {
+                    uploads.start(schedule.final_id(), bytes, parts_cap.clone(), Duration::ZERO, exhausted);
+                    // The reader ends here, before the final checkpoint is committed; its
+                    // positions are told now (they only serve lag tools, never recovery).
+                    if let Err(error) = source.positions_committed(&positions) {
+                        failure.record(name, error);
+                    }
                 }
                 Err(error) => failure.record(name, error),
             }
@@ -262,8 +289,13 @@ fn announce(handles: &mut DataOutputs, caps: &[Capability<u64>], worker: usize, 
     }
 }
 
-/// The reader's positions as a part (empty for a source that cannot replay).
-fn snapshot(reader: &mut dyn SourceReader, replayable: bool, finished: bool) -> Result<Vec<u8>> {
+/// The reader's positions as a part (empty for a source that cannot replay), and the positions.
+fn snapshot(
+    reader: &mut dyn SourceReader,
+    replayable: bool,
+    finished: bool,
+) -> Result<(Vec<u8>, Vec<SplitState>)> {
     let splits = if replayable { reader.snapshot()? } else { Vec::new() };
-    Ok(SourcePart { splits, finished }.encode())
+    let part = SourcePart { splits, finished };
+    Ok((part.encode(), part.splits))
 }

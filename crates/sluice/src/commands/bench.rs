@@ -38,6 +38,15 @@ pub struct BenchArgs {
     /// Checkpoint settings to measure, comma-separated: `off` or an interval such as `10s`.
     #[arg(long, value_delimiter = ',', default_value = "off")]
     pub checkpoints: Vec<String>,
+    /// Kafka: records in the throughput topic.
+    #[arg(long, default_value_t = 500_000)]
+    pub records: u64,
+    /// Kafka: records per second produced during the latency run.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// Kafka: length of the latency run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
     /// Internal: run one measurement in this process and print it as JSON.
     #[arg(long, hide = true)]
     pub child: Option<Query>,
@@ -54,6 +63,9 @@ pub enum Workload {
     /// Restart from a checkpoint: a stateful Nexmark pipeline is killed with SIGKILL after a few
     /// checkpoints and started again; measures kill → first output record of the new process.
     Restart,
+    /// Kafka → SQL filter → Kafka through a local `tansu` broker: throughput (records/s, MB/s)
+    /// and end-to-end latency percentiles at a fixed rate. Uses the first `--workers` value.
+    Kafka,
 }
 
 /// Nexmark queries.
@@ -179,6 +191,15 @@ fn checkpoint_interval(setting: &str) -> anyhow::Result<Option<Duration>> {
 
 /// Runs `sluice bench`.
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.workload == Workload::Kafka {
+        return crate::commands::bench_kafka::bench(crate::commands::bench_kafka::KafkaBench {
+            records: args.records,
+            runs: args.runs,
+            workers: args.workers.first().copied().unwrap_or(1),
+            rate: args.rate,
+            seconds: args.seconds,
+        });
+    }
     if let Some(state) = &args.restart_child {
         return restart_child(state, args.workers.first().copied().unwrap_or(1));
     }

@@ -81,7 +81,8 @@ fn dead_letter_policy_keeps_every_bad_line_with_its_reason() {
             6 => assert!(reason.contains("id"), "a missing required field is named: {reason}"),
             _ => assert!(!reason.is_empty()),
         }
-        assert_eq!(letter["source"], "records");
+        assert_eq!(letter["node"], "records");
+        assert_eq!(letter["kind"], "bad_record");
         assert_eq!(letter["pipeline"], "dlq");
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -110,4 +111,33 @@ fn fail_policy_stops_at_the_first_bad_line_and_names_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("node \"records\": bad record at "), "{stderr}");
     assert!(stderr.contains("input.jsonl:3"), "{stderr}");
+}
+
+#[test]
+fn a_dead_letter_sink_receives_every_bad_line_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = spec("dead_letter").replace(
+        "dead_letter: {path: dead}",
+        "dead_letter: {path: dead, connector: file, options: {path: dead-letter-sink, format: jsonl}}",
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), text).unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), LINES.join("\n") + "\n").unwrap();
+    let output = run_sluice(&["run", "pipeline.yaml", "-w", "2"], dir.path());
+    assert_success(&output, "run");
+    assert_eq!(read_json_lines(&dir.path().join("out")).len(), GOOD);
+    assert!(!dir.path().join("dead").exists(), "with a sink, the folder only takes what the sink cannot");
+    let letters = read_json_lines(&dir.path().join("dead-letter-sink"));
+    let mut raws: Vec<&str> = letters.iter().map(|l| l["raw"].as_str().unwrap()).collect();
+    raws.sort_unstable();
+    let mut expected: Vec<&str> = [3, 4, 6, 8].iter().map(|line| LINES[line - 1]).collect();
+    expected.sort_unstable();
+    assert_eq!(raws, expected);
+    for letter in &letters {
+        assert_eq!(
+            (&letter["pipeline"], &letter["node"], &letter["kind"]),
+            (&"dlq".into(), &"records".into(), &"bad_record".into())
+        );
+        assert!(letter["position"].as_str().unwrap().contains("input.jsonl:"), "{letter}");
+        assert!(!letter["reason"].as_str().unwrap().is_empty() && letter["time"].is_string(), "{letter}");
+    }
 }

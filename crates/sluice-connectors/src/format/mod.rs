@@ -1,4 +1,7 @@
-//! Text encodings shared by the sinks that write records out: JSON Lines and CSV.
+//! Encodings shared by connectors: [`TextFormat`] for files and standard output (JSON Lines,
+//! CSV), and [`message`] for messaging systems, where each message holds one record.
+
+pub mod message;
 
 use arrow::csv::WriterBuilder;
 use arrow::datatypes::Schema;

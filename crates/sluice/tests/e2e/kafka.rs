@@ -1,0 +1,322 @@
+//! Kafka end to end through the real binary and a real broker (`tansu` on loopback): a window
+//! aggregation from a topic into a topic (at-least-once) and into files (exactly-once), killed
+//! with SIGKILL and resumed; the broker restarted mid-run; poison records on the topic.
+//! Expected results are computed here from the generated events, independently of Sluice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_connectors::testing::Tansu;
+
+use super::*;
+
+/// Users of the generated clicks.
+const USERS: u64 = 20;
+/// Event time of the first click, in milliseconds (a whole 10 s window boundary).
+const BASE_MS: i64 = 1_767_225_600_000;
+
+/// Click `i`: its user and event time (5 ms apart, up to ±400 ms out of order).
+fn click(i: u64) -> (String, i64) {
+    let jitter = ((i.wrapping_mul(2_654_435_761) >> 7) % 801) as i64 - 400;
+    (format!("u{}", i % USERS), BASE_MS + i as i64 * 5 + jitter)
+}
+
+fn produce_clicks(broker: &Tansu, topic: &str, range: std::ops::Range<u64>, poison_every: Option<u64>) {
+    // Keyed by user, so every partition gets data all the time (idle partitions stay rare).
+    let mut payloads = Vec::new();
+    for i in range {
+        let (uid, ts) = click(i);
+        payloads
+            .push((uid.clone(), json!({"uid": uid, "ts": ts, "url": format!("/p/{}", i % 97)}).to_string()));
+        if let Some(every) = poison_every
+            && i % every == 0
+        {
+            payloads.push(("u1".to_owned(), format!("{{\"uid\": \"u1\", \"ts\": \"not a number {i}\"}}")));
+            payloads.push(("u2".to_owned(), format!("garbage {i}")));
+        }
+    }
+    for chunk in payloads.chunks(5000) {
+        let records: Vec<(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])> =
+            chunk.iter().map(|(k, p)| (Some(k.as_bytes()), Some(p.as_bytes()), &[][..])).collect();
+        broker.produce(topic, &records);
+    }
+}
+
+/// Clicks per user per 10 s window of clicks `0..count`: (user, window start ms) → count.
+fn expected_counts(count: u64) -> BTreeMap<(String, i64), u64> {
+    let mut counts = BTreeMap::new();
+    for i in 0..count {
+        let (uid, ts) = click(i);
+        *counts.entry((uid, ts - ts.rem_euclid(10_000))).or_default() += 1;
+    }
+    counts
+}
+
+fn spec(brokers: &str) -> String {
+    spec_with(brokers, "")
+}
+
+/// The pipeline with extra top-level YAML (e.g. a `dead_letter:` destination).
+fn spec_with(brokers: &str, extra: &str) -> String {
+    format!(
+        r#"
+name: kafka-clicks
+epoch_ms: 100
+checkpoints: {{interval: 1s, location: state}}
+{extra}
+sources:
+  - name: clicks
+    connector: kafka
+    options: {{brokers: "{brokers}", topic: clicks, stop_at: latest}}
+    schema:
+      - {{name: uid, type: string, nullable: false}}
+      - {{name: ts, type: int64, nullable: false}}
+      - {{name: url, type: string}}
+    watermark: {{column: ts, max_out_of_orderness: 1s}}
+processors:
+  - name: per_user
+    inputs: [clicks]
+    sql: |
+      SELECT uid, window_start, COUNT(*) AS clicks
+      FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+      GROUP BY uid, window_start, window_end
+sinks:
+  - {{name: to_kafka, connector: kafka, inputs: [per_user], options: {{brokers: "{brokers}", topic: counts, key: uid}}}}
+  - {{name: to_file, connector: file, inputs: [per_user], options: {{path: out/counts}}}}
+"#
+    )
+}
+
+/// A row of the aggregation as (user, window start ms, count).
+fn parse_row(row: &Value) -> ((String, i64), u64) {
+    let start = row["window_start"].as_str().expect("window_start is a timestamp");
+    let start = chrono::NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("window_start {start}: {e}"))
+        .and_utc()
+        .timestamp_millis();
+    ((row["uid"].as_str().unwrap().to_owned(), start), row["clicks"].as_u64().unwrap())
+}
+
+/// The file sink's committed rows: must be exactly the expected counts, each once.
+fn assert_files_exact(dir: &Path, expected: &BTreeMap<(String, i64), u64>, what: &str) {
+    let rows = read_json_lines(&dir.join("out/counts"));
+    let mut seen = BTreeMap::new();
+    for row in &rows {
+        let (key, count) = parse_row(row);
+        assert!(seen.insert(key.clone(), count).is_none(), "{what}: {key:?} committed twice");
+    }
+    if &seen != expected {
+        let missing = expected.keys().filter(|k| !seen.contains_key(*k)).count();
+        let wrong = expected.iter().filter(|(k, v)| seen.get(*k).is_some_and(|s| s != *v)).count();
+        panic!(
+            "{what}: {} rows in files, expected {}: {missing} missing, {wrong} with wrong counts",
+            seen.len(),
+            expected.len()
+        );
+    }
+}
+
+/// The Kafka topic's rows: at-least-once, so every expected row at least once, nothing else.
+fn assert_topic_complete(broker: &Tansu, expected: &BTreeMap<(String, i64), u64>, what: &str) -> usize {
+    let records = broker.consume_all("counts");
+    let mut distinct = BTreeSet::new();
+    for record in &records {
+        let row: Value = serde_json::from_slice(record.payload.as_deref().unwrap()).unwrap();
+        let (key, count) = parse_row(&row);
+        assert_eq!(record.key.as_deref(), Some(key.0.as_bytes()), "{what}: keyed by user");
+        assert_eq!(expected.get(&key), Some(&count), "{what}: unexpected row {row}");
+        distinct.insert(key);
+    }
+    assert_eq!(distinct.len(), expected.len(), "{what}: every row reaches the topic at least once");
+    records.len() - distinct.len()
+}
+
+fn setup(clicks: u64) -> (Tansu, tempfile::TempDir) {
+    let broker = Tansu::start().expect("tansu is needed for the Kafka tests (run .ci/run to install it)");
+    broker.create_topic("clicks", 3);
+    broker.create_topic("counts", 2);
+    let produced = Instant::now();
+    produce_clicks(&broker, "clicks", 0..clicks, None);
+    eprintln!("produced {clicks} clicks in {:?}", produced.elapsed());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), spec(&broker.brokers())).unwrap();
+    (broker, dir)
+}
+
+fn start(dir: &Path) -> Child {
+    sluice()
+        .args(["run", "pipeline.yaml", "-q", "-w", "2"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice")
+}
+
+fn finish(child: Child, what: &str) {
+    let output = child.wait_with_output().expect("wait for sluice");
+    assert_success(&output, what);
+}
+
+/// The newest complete checkpoint in `state`.
+fn latest_checkpoint(state: &Path) -> Option<u64> {
+    std::fs::read_dir(state)
+        .ok()?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
+            path.join("_manifest.json").is_file().then_some(id)
+        })
+        .max()
+}
+
+/// A small deterministic generator for the kill schedule.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_millis(&mut self, low: u64, high: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        low + (self.0 >> 33) % (high - low)
+    }
+}
+
+#[test]
+fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_kafka() {
+    // Clicks arrive while the pipeline runs (unbounded) and is killed at seeded moments after
+    // checkpoints; a last click far in event time then closes every window of the others.
+    let clicks = 60_000;
+    let broker = Tansu::start().expect("tansu is needed for the Kafka tests (run .ci/run to install it)");
+    broker.create_topic("clicks", 3);
+    broker.create_topic("counts", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let unbounded = spec(&broker.brokers())
+        .replace(", stop_at: latest}", "}")
+        .replace("max_out_of_orderness: 1s}", "max_out_of_orderness: 1s, idle_timeout: 2s}");
+    std::fs::write(dir.path().join("pipeline.yaml"), unbounded).unwrap();
+    let expected = expected_counts(clicks);
+    let state = dir.path().join("state");
+    let seed = 20_261_125;
+    let mut schedule = Lcg(seed);
+    let mut kills = Vec::new();
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            // About 6,000 clicks a second.
+            for from in (0..clicks).step_by(3_000) {
+                produce_clicks(&broker, "clicks", from..(from + 3_000).min(clicks), None);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        for _ in 0..3 {
+            let before = latest_checkpoint(&state);
+            let mut child = start(dir.path());
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while latest_checkpoint(&state) <= before {
+                assert!(child.try_wait().unwrap().is_none(), "an unbounded run ended on its own");
+                assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let delay = Duration::from_millis(schedule.next_millis(0, 1_200));
+            std::thread::sleep(delay);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills.push((delay, latest_checkpoint(&state)));
+        }
+        let mut last = start(dir.path());
+        producer.join().unwrap();
+        let (_, ts) = click(clicks);
+        let closer = json!({"uid": "closer", "ts": ts + 60_000}).to_string();
+        broker.produce("clicks", &[(None, Some(closer.as_bytes()), &[])]);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while read_json_lines(&dir.path().join("out/counts")).len() < expected.len() {
+            assert!(last.try_wait().unwrap().is_none(), "the last run ended on its own");
+            if Instant::now() > deadline {
+                let rows = read_json_lines(&dir.path().join("out/counts")).len();
+                let late = read_json_lines(&dir.path().join("dead-letters/kafka-clicks/per_user"));
+                panic!(
+                    "the last run committed {rows} of {} windows within two minutes; {} late records, e.g. {:?}",
+                    expected.len(),
+                    late.len(),
+                    late.first()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(Command::new("kill").args(["-TERM", &last.id().to_string()]).status().unwrap().success());
+        finish(last, "the last run, stopped after its output was complete");
+    });
+    let what = format!("seed {seed}, kills (delay after a checkpoint, checkpoint) {kills:?}");
+    assert_files_exact(dir.path(), &expected, &what);
+    let duplicates = assert_topic_complete(&broker, &expected, &what);
+    eprintln!("{what}; the topic holds {duplicates} duplicate rows (at-least-once)");
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_nothing() {
+    let clicks = 40_000;
+    let (mut broker, dir) = setup(clicks);
+    let expected = expected_counts(clicks);
+    let state = dir.path().join("state");
+    let mut child = start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while latest_checkpoint(&state).is_none() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the broker restart");
+        assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let checkpointed = Instant::now();
+    broker.restart(Duration::from_secs(3));
+    finish(child, "the run across a broker restart");
+    eprintln!(
+        "the run went on for {:?} after its first checkpoint, across the restart",
+        checkpointed.elapsed()
+    );
+    assert_files_exact(dir.path(), &expected, "across a broker restart");
+    assert_topic_complete(&broker, &expected, "across a broker restart");
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_topic_and_the_pipeline_keeps_going() {
+    let broker = Tansu::start().expect("tansu is needed for the Kafka tests (run .ci/run to install it)");
+    broker.create_topic("clicks", 2);
+    broker.create_topic("counts", 1);
+    broker.create_topic("dead-letters", 1);
+    let clicks = 5_000;
+    produce_clicks(&broker, "clicks", 0..clicks, Some(500));
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = broker.brokers();
+    let destination = format!(
+        "dead_letter: {{connector: kafka, options: {{brokers: \"{brokers}\", topic: dead-letters}}}}"
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), spec_with(&brokers, &destination)).unwrap();
+    finish(start(dir.path()), "a run over poison records");
+    assert_files_exact(dir.path(), &expected_counts(clicks), "poison records");
+    assert!(!dir.path().join("dead-letters").exists(), "letters go to the topic, not the folder");
+    let letters: Vec<Value> = broker
+        .consume_all("dead-letters")
+        .iter()
+        .map(|record| serde_json::from_slice(record.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        letters.len(),
+        2 * (clicks / 500) as usize,
+        "every poison record is a dead letter: {letters:?}"
+    );
+    for letter in &letters {
+        assert_eq!(
+            (&letter["pipeline"], &letter["node"], &letter["kind"]),
+            (&json!("kafka-clicks"), &json!("clicks"), &json!("bad_record"))
+        );
+        assert!(letter["time"].is_string(), "{letter}");
+        let raw = letter["raw"].as_str().unwrap();
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(letter["position"].as_str().unwrap().starts_with("kafka clicks/"), "{letter}");
+        if raw.starts_with("garbage") {
+            assert!(reason.starts_with("not valid JSON"), "{letter}");
+        } else {
+            assert!(raw.contains("not a number") && reason.contains("ts"), "{letter}");
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod file;
 pub mod format;
+pub mod http;
 pub mod nexmark;
 mod options;
 mod schedule;
@@ -72,7 +73,7 @@ pub fn source_connectors() -> &'static [&'static str] {
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "stdout"]
+    &["blackhole", "file", "http", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
@@ -97,6 +98,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
     match connector {
         "blackhole" => blackhole::build(request),
         "file" => file::build_sink(request),
+        "http" => http::build(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
     }

@@ -1,4 +1,5 @@
-//! Dead letters: records a source could not decode, kept with the reason instead of being lost.
+//! Dead letters: records a source could not decode, a processor could not place (too late) or a
+//! sink could not deliver, kept with the reason instead of being lost.
 //!
 //! Each worker writes its own JSON Lines file under the pipeline's dead-letter directory, opened
 //! on the first bad record, so a clean run leaves no file behind. Counts are shared by all
@@ -77,6 +78,18 @@ impl DeadLetterSink {
     /// Handles one bad record according to the policy: an error for `fail`, a count for `drop`,
     /// a JSON line for `dead_letter`.
     pub fn report(&mut self, letter: DeadLetter) -> Result<()> {
+        self.report_detailed(letter, serde_json::Map::new())
+    }
+
+    /// Like [`report`](Self::report), with facts about the failure that readers of the
+    /// dead-letter file may want to filter on (e.g. an HTTP status and the number of attempts),
+    /// written as extra fields of the JSON line. The standard fields (`pipeline`, `source`,
+    /// `position`, `raw`, `reason`, `time_ms`) win over details of the same name.
+    pub fn report_detailed(
+        &mut self,
+        letter: DeadLetter,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         match self.policy {
             OnError::Fail => Err(Error::user(format!(
                 "bad record at {}: {} (set `on_error: dead_letter` or `drop` on the source to keep going)",
@@ -87,7 +100,7 @@ impl DeadLetterSink {
                 Ok(())
             }
             OnError::DeadLetter => {
-                self.write(&letter)?;
+                self.write(&letter, details)?;
                 self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -103,7 +116,11 @@ impl DeadLetterSink {
         Ok(())
     }
 
-    fn write(&mut self, letter: &DeadLetter) -> Result<()> {
+    fn write(
+        &mut self,
+        letter: &DeadLetter,
+        mut line: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         let file = match &self.file {
             Some(file) => file.clone(),
             None => {
@@ -113,7 +130,6 @@ impl DeadLetterSink {
                 file
             }
         };
-        let mut line = serde_json::Map::new();
         line.insert("pipeline".into(), self.pipeline.as_ref().into());
         line.insert("source".into(), self.source.as_ref().into());
         line.insert("position".into(), letter.position.clone().into());

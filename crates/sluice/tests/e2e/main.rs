@@ -4,6 +4,7 @@
 mod dead_letters;
 mod examples;
 mod golden;
+mod http;
 mod lifecycle;
 mod parallel;
 mod recovery;

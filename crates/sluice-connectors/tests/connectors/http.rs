@@ -316,6 +316,6 @@ fn a_dead_letter_that_cannot_be_written_fails_the_writer() {
     let server = TestServer::start(|_| Reply::status(400));
     let mut writer = open(options(&server, json!({})), Path::new("/dev/null/dead.jsonl"));
     writer.write(&batch(0..1)).unwrap();
-    let error = writer.finish().err().expect("the dead letter could not be kept");
+    let error = writer.finish().expect_err("the dead letter could not be kept");
     assert!(error.report().contains("/dev/null"), "{}", error.report());
 }

@@ -13,6 +13,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod file;
 pub mod format;
+pub mod http;
 pub mod kafka;
 pub mod nexmark;
 mod options;
@@ -76,7 +77,7 @@ pub fn source_connectors() -> &'static [&'static str] {
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "kafka", "stdout"]
+    &["blackhole", "file", "http", "kafka", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
@@ -102,6 +103,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
     match connector {
         "blackhole" => blackhole::build(request),
         "file" => file::build_sink(request),
+        "http" => http::build(request),
         "kafka" => kafka::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),

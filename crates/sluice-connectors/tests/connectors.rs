@@ -7,6 +7,10 @@ mod datagen;
 mod file_sink;
 #[path = "connectors/file_source.rs"]
 mod file_source;
+#[path = "connectors/http.rs"]
+mod http;
+#[path = "connectors/http_server.rs"]
+mod http_server;
 #[path = "connectors/kafka.rs"]
 mod kafka;
 #[path = "connectors/lookup.rs"]

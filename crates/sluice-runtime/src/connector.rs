@@ -161,6 +161,11 @@ pub struct SinkContext {
     /// writer with `worker.index == 0` does this and removes leftovers of the crashed run
     /// that no checkpoint covers; other writers ignore it.
     pub restore: Option<Arc<Vec<Vec<u8>>>>,
+    /// Where records the writer could not deliver go (with the `dead_letter` policy), e.g. a
+    /// request an HTTP API still rejects after its retries. A writer that reports here must
+    /// have flushed it before [`SinkWriter::prepare`] and [`SinkWriter::finish`] return, so
+    /// that a checkpoint never covers a record that is neither delivered nor kept.
+    pub dead_letters: DeadLetterSink,
 }
 
 /// Consumes batches on one worker.

@@ -78,6 +78,8 @@ pub struct QueuedLetter {
     pub raw: Vec<u8>,
     /// Why it was rejected.
     pub reason: String,
+    /// Facts about the failure (e.g. an HTTP status and the number of attempts).
+    pub details: serde_json::Map<String, serde_json::Value>,
     /// When it was reported, in milliseconds since the Unix epoch.
     pub time_ms: i64,
 }
@@ -104,8 +106,8 @@ impl DeadLetterQueue {
 }
 
 /// The columns of dead letters given to a dead-letter sink: `pipeline`, `node`, `kind`,
-/// `position`, `raw` (the record as text, when it is UTF-8), `raw_hex` (otherwise), `reason`
-/// and `time`.
+/// `position`, `raw` (the record as text, when it is UTF-8), `raw_hex` (otherwise), `reason`,
+/// `details` (a JSON object of facts about the failure, or null) and `time`.
 pub fn dead_letter_schema() -> SchemaRef {
     let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
@@ -116,6 +118,7 @@ pub fn dead_letter_schema() -> SchemaRef {
         text("raw", true),
         text("raw_hex", true),
         text("reason", false),
+        text("details", true),
         Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, None), false),
     ]))
 }
@@ -133,6 +136,7 @@ pub fn dead_letter_batch(letters: &[QueuedLetter]) -> Result<RecordBatch> {
         text(&|l| std::str::from_utf8(&l.raw).ok().map(str::to_owned)),
         text(&|l| std::str::from_utf8(&l.raw).is_err().then(|| hex(&l.raw))),
         text(&|l| Some(l.reason.clone())),
+        text(&|l| (!l.details.is_empty()).then(|| serde_json::Value::Object(l.details.clone()).to_string())),
         Arc::new(TimestampMillisecondArray::from_iter_values(letters.iter().map(|l| l.time_ms))) as ArrayRef,
     ];
     Ok(RecordBatch::try_new(dead_letter_schema(), columns)?)
@@ -195,6 +199,18 @@ impl DeadLetterSink {
     /// Handles one bad record according to the policy: an error for `fail`, a count for `drop`,
     /// a JSON line for `dead_letter`.
     pub fn report(&mut self, letter: DeadLetter) -> Result<()> {
+        self.report_detailed(letter, serde_json::Map::new())
+    }
+
+    /// Like [`report`](Self::report), with facts about the failure that readers of the
+    /// dead-letter file may want to filter on (e.g. an HTTP status and the number of attempts),
+    /// written as extra fields of the JSON line. The standard fields (`pipeline`, `node`, `kind`,
+    /// `position`, `raw`, `reason`, `time_ms`) win over details of the same name.
+    pub fn report_detailed(
+        &mut self,
+        letter: DeadLetter,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         match self.policy {
             OnError::Fail => Err(Error::user(format!(
                 "bad record at {}: {} (set `on_error: dead_letter` or `drop` on the source to keep going)",
@@ -213,9 +229,10 @@ impl DeadLetterSink {
                         position: letter.position,
                         raw: letter.raw,
                         reason: letter.reason,
+                        details,
                         time_ms: now_ms() as i64,
                     })?,
-                    None => self.write(&letter)?,
+                    None => self.write(&letter, details)?,
                 }
                 self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -232,7 +249,11 @@ impl DeadLetterSink {
         Ok(())
     }
 
-    fn write(&mut self, letter: &DeadLetter) -> Result<()> {
+    fn write(
+        &mut self,
+        letter: &DeadLetter,
+        mut line: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         let file = match &self.file {
             Some(file) => file.clone(),
             None => {
@@ -242,7 +263,6 @@ impl DeadLetterSink {
                 file
             }
         };
-        let mut line = serde_json::Map::new();
         line.insert("pipeline".into(), self.pipeline.as_ref().into());
         line.insert("node".into(), self.node.as_ref().into());
         line.insert("kind".into(), self.kind.into());

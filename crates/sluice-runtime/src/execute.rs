@@ -78,7 +78,8 @@ pub struct RunOptions {
     pub checkpoints: Option<CheckpointOptions>,
 }
 
-/// Bad-record counts of one node (a source's undecodable records, a processor's late ones).
+/// Bad-record counts of one node (a source's undecodable records, a processor's late ones, a
+/// sink's undeliverable ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterSummary {
     /// Node name.
@@ -94,7 +95,7 @@ pub struct DeadLetterSummary {
 pub struct RunReport {
     /// Per-operator counters.
     pub operators: Vec<OperatorSnapshot>,
-    /// Bad-record counts per source and stateful processor.
+    /// Bad-record counts per node, in graph order.
     pub dead_letters: Vec<DeadLetterSummary>,
     /// Wall-clock duration of the run.
     pub elapsed: Duration,
@@ -122,15 +123,13 @@ impl Runtime {
         let mut metrics = MetricsRegistry::default();
         let mut dead_letters = Vec::new();
         for node in &graph.nodes {
-            // Every source and processor may dead-letter records.
             let role = match node.kind {
                 NodeKind::Source { .. } => NodeRole::Source,
                 NodeKind::Processor { .. } => NodeRole::Processor,
                 NodeKind::Sink { .. } => NodeRole::Sink,
             };
-            if role != NodeRole::Sink {
-                dead_letters.push((node.name.clone(), Arc::default()));
-            }
+            // Every node may dead-letter records: in graph order, as `build` takes them.
+            dead_letters.push((node.name.clone(), Arc::default()));
             metrics.register(&node.name, role);
         }
         Ok(Self {
@@ -373,11 +372,11 @@ impl WorkerShared {
                     Arc::default(),
                 )
                 .with_kind(letter.kind);
-                file.report(DeadLetter {
-                    position: letter.position,
-                    raw: letter.raw,
-                    reason: letter.reason,
-                })?;
+                let letter_details = letter.details;
+                file.report_detailed(
+                    DeadLetter { position: letter.position, raw: letter.raw, reason: letter.reason },
+                    letter_details,
+                )?;
                 file.flush()?;
             }
         }
@@ -548,11 +547,30 @@ fn build<'scope>(
                     _ => scope.concatenate(inputs),
                 }
                 .probe_with(probe);
+                let counts = &shared.dead_letters[dead_letter_index];
+                dead_letter_index += 1;
                 let context = SinkContext {
                     worker: position,
                     schema: schema.clone(),
                     checkpointing: checkpoints.is_some(),
                     restore: restored.and_then(|restored| restored.sinks.get(&node.name).cloned()),
+                    dead_letters: if node.name == DEAD_LETTER_NODE {
+                        // What the dead-letter sink cannot deliver goes to the folder.
+                        let path = graph
+                            .dead_letter_dir
+                            .join(&node.name)
+                            .join(format!("part-{:05}.jsonl", position.index));
+                        DeadLetterSink::new(
+                            &graph.name,
+                            &node.name,
+                            OnError::DeadLetter,
+                            path,
+                            counts.clone(),
+                        )
+                        .with_kind(kind::UNDELIVERABLE)
+                    } else {
+                        dead_letter_sink(&node.name, OnError::DeadLetter, counts, kind::UNDELIVERABLE)
+                    },
                 };
                 let writer = connector.open(context).map_err(|error| failure.record(&node.name, error)).ok();
                 let writer: SharedWriter = Rc::new(RefCell::new(writer));

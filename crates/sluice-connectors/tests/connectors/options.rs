@@ -161,3 +161,101 @@ fn bad_sink_configs_get_exact_diagnostics() {
         assert_eq!(sink_errors(connector, options.clone()), expected, "{connector} {options}");
     }
 }
+
+#[test]
+fn bad_http_sink_configs_get_exact_diagnostics() {
+    let url = "https://api.example.com/events";
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({}), vec!["options.url: missing required option \"url\""]),
+        (
+            json!({"url": "ftp://files.example.com/in"}),
+            vec![
+                "options.url: \"ftp://files.example.com/in\" is a ftp: URL; the http sink sends to http:// or https:// URLs",
+            ],
+        ),
+        (
+            // The password is not repeated in the message.
+            json!({"url": "https://user:hunter2@exa mple.com/in"}),
+            vec![
+                "options.url: \"https://exa mple.com/in\" is not a valid URL (invalid international domain name); write it like https://api.example.com/events",
+            ],
+        ),
+        (
+            json!({"url": "https://api.example.com/${API_PATH}"}),
+            vec![
+                "options.url: \"${API_PATH}\" is not a reference Sluice knows; write ${env:NAME} to use the environment variable NAME",
+            ],
+        ),
+        (
+            json!({"url": url, "method": "GET", "body": "lines", "timeot": "1s"}),
+            vec![
+                "options.body: unknown variant `lines`, expected `record` or `batch`",
+                "options.method: unknown variant `GET`, expected one of `POST`, `post`, `PUT`, `put`, `PATCH`, `patch`",
+                "options.timeot: unknown option \"timeot\"; did you mean \"timeout\"?",
+            ],
+        ),
+        (
+            json!({"url": url, "batch_size": 10, "timeout": 5, "concurrency": 0, "rate_limit": 0}),
+            vec![
+                "options.batch_size: only applies to `body: batch`; set `body: batch` or remove `batch_size`",
+                "options.timeout: expected a duration with a unit, like 500ms or 5s, found a number",
+                "options.rate_limit: must be a positive number of requests per second, found 0",
+                "options.concurrency: must be between 1 and 256 requests in flight per worker, found 0",
+            ],
+        ),
+        (
+            json!({"url": url, "body": "batch", "batch_size": 0, "timeout": "10", "rate_limit": -2.5, "concurrency": 1000}),
+            vec![
+                "options.batch_size: must be at least 1",
+                "options.timeout: duration \"10\" has no unit: write a number and a unit, like 500ms, 5s, 2m or 1h",
+                "options.rate_limit: must be a positive number of requests per second, found -2.5",
+                "options.concurrency: must be between 1 and 256 requests in flight per worker, found 1000",
+            ],
+        ),
+        (
+            json!({"url": url, "timeout": "0s", "retry": {"max_attempts": 0, "initial_backoff": "1s", "max_backoff": "100ms"}}),
+            vec![
+                "options.retry.max_attempts: must be at least 1 (1 sends each request once, without retries)",
+                "options.retry.max_backoff: 100ms is shorter than initial_backoff (1s); make it at least as long",
+                "options.timeout: must be longer than 0, found \"0s\"",
+            ],
+        ),
+        (
+            json!({"url": url, "retry": {"max_backof": "1s"}}),
+            vec!["options.retry.max_backof: unknown option \"max_backof\"; did you mean \"max_backoff\"?"],
+        ),
+        (
+            json!({"url": url, "retry": {"max_attempts": -1, "initial_backoff": 3}}),
+            vec!["options.retry.max_attempts: invalid value: integer `-1`, expected u32"],
+        ),
+        (
+            json!({"url": url, "retry": {"initial_backoff": 3, "max_backoff": "2 fortnights"}}),
+            vec![
+                "options.retry.initial_backoff: expected a duration with a unit, like 500ms or 5s, found a number",
+                "options.retry.max_backoff: unknown unit \"fortnights\" in duration \"2 fortnights\": write a number and a unit, like 500ms, 5s, 2m or 1h",
+            ],
+        ),
+        (json!({"url": url, "retry": 3}), vec!["options.retry: expected a map of options, found a number"]),
+        (
+            json!({"url": url, "headers": {
+                "bad header": "x",
+                "Content-Length": "12",
+                "X-Token": "${env:TOKEN",
+                "X-Multi": "a\nb",
+            }}),
+            vec![
+                "options.headers.Content-Length: the sink sets Content-Length itself from each request; remove it",
+                "options.headers.X-Multi: the value has characters a header cannot carry (control characters or line breaks)",
+                "options.headers.X-Token: unclosed \"${\" in \"${env:TOKEN\"; write a reference as ${env:NAME}",
+                "options.headers.bad header: \"bad header\" is not a valid HTTP header name (letters, digits and -!#$%&'*+.^_`|~)",
+            ],
+        ),
+        (
+            json!({"url": url, "headers": ["Authorization: x"]}),
+            vec!["options.headers: invalid type: sequence, expected a map"],
+        ),
+    ];
+    for (options, expected) in cases {
+        assert_eq!(sink_errors("http", options.clone()), expected, "{options}");
+    }
+}

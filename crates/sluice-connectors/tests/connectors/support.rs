@@ -75,8 +75,34 @@ pub fn sink_errors(connector: &str, options: Value) -> Vec<String> {
     }
 }
 
+/// The context the runtime would give worker `index` of `peers` of a sink whose dead letters
+/// are not expected: reporting one fails (its folder cannot be created: /dev/null is a file).
 pub fn sink_context(index: usize, peers: usize, schema: SchemaRef) -> SinkContext {
-    SinkContext { worker: WorkerPosition { index, peers }, schema, checkpointing: false, restore: None }
+    sink_context_with_dead_letters(index, peers, schema, Path::new("/dev/null/dead-letters.jsonl"))
+}
+
+/// The context of worker `index` of `peers` of a sink (named `out`) whose dead letters go to the
+/// JSON Lines file `dead_letters`.
+pub fn sink_context_with_dead_letters(
+    index: usize,
+    peers: usize,
+    schema: SchemaRef,
+    dead_letters: &Path,
+) -> SinkContext {
+    let counts = Arc::new(DeadLetterCounts::default());
+    SinkContext {
+        worker: WorkerPosition { index, peers },
+        schema,
+        checkpointing: false,
+        restore: None,
+        dead_letters: DeadLetterSink::new(
+            "test",
+            "out",
+            OnError::DeadLetter,
+            dead_letters.to_path_buf(),
+            counts,
+        ),
+    }
 }
 
 /// What one worker's reader produced, per output.

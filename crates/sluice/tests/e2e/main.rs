@@ -4,6 +4,7 @@
 mod dead_letters;
 mod examples;
 mod golden;
+mod http;
 mod kafka;
 mod lifecycle;
 mod parallel;

@@ -17,6 +17,9 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// A record to produce: key, payload and headers.
+pub type Outgoing<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [(&'a str, &'a [u8])]);
+
 /// A running `tansu` broker; killed on drop.
 pub struct Tansu {
     child: Option<Child>,
@@ -137,7 +140,7 @@ impl Tansu {
     }
 
     /// Produces `records` (key, payload, headers) to `topic` and waits until all are acknowledged.
-    pub fn produce(&self, topic: &str, records: &[(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])]) {
+    pub fn produce(&self, topic: &str, records: &[Outgoing<'_>]) {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("linger.ms", "5")

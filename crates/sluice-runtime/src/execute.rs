@@ -324,6 +324,14 @@ fn commit_final_output(graph: &PipelineGraph, finished: &restore::Restored) -> R
             schema: schema.clone(),
             checkpointing: true,
             restore: Some(prepared.clone()),
+            dead_letters: DeadLetterSink::new(
+                &graph.name,
+                &node.name,
+                OnError::DeadLetter,
+                graph.dead_letter_dir.join(&node.name).join("part-commit.jsonl"),
+                Arc::default(),
+            )
+            .with_kind(kind::UNDELIVERABLE),
         };
         drop(sink.open(context)?);
     }

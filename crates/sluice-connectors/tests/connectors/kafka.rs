@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType as ArrowType, Field, Schema};
 use serde_json::{Value, json};
-use sluice_connectors::testing::Tansu;
+use sluice_connectors::testing::{Outgoing, Tansu};
 use sluice_runtime::connector::SplitState;
 use sluice_spec::{DataType, FieldSpec};
 
@@ -38,7 +38,7 @@ fn produce_numbered(broker: &Tansu, topic: &str, from: i64, count: i64) {
         .collect();
     let headers: Vec<[(&str, &[u8]); 1]> =
         records.iter().map(|(_, _, t)| [("trace", t.as_bytes())]).collect();
-    let borrowed: Vec<(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])> = records
+    let borrowed: Vec<Outgoing<'_>> = records
         .iter()
         .zip(&headers)
         .map(|((k, p, _), h)| (Some(k.as_bytes()), Some(p.as_bytes()), &h[..]))
@@ -98,8 +98,7 @@ fn bad_records_go_to_dead_letters_with_their_reason_and_position() {
         Some(br#"{"name": "no id"}"#),
         Some(br#"{"id": 6}"#),
     ];
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])> =
-        payloads.iter().map(|p| (None, *p, &[][..])).collect();
+    let records: Vec<Outgoing<'_>> = payloads.iter().map(|p| (None, *p, &[][..])).collect();
     broker.produce("mixed", &records);
     let dir = tempfile::tempdir().unwrap();
     let fields = vec![field("id", DataType::Int64, false), field("name", DataType::Utf8, true)];

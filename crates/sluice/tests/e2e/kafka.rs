@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_connectors::testing::Tansu;
+use sluice_connectors::testing::{Outgoing, Tansu};
 
 use super::*;
 
@@ -39,7 +39,7 @@ fn produce_clicks(broker: &Tansu, topic: &str, range: std::ops::Range<u64>, pois
         }
     }
     for chunk in payloads.chunks(5000) {
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])> =
+        let records: Vec<Outgoing<'_>> =
             chunk.iter().map(|(k, p)| (Some(k.as_bytes()), Some(p.as_bytes()), &[][..])).collect();
         broker.produce(topic, &records);
     }

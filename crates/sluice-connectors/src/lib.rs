@@ -15,6 +15,7 @@ pub mod file;
 pub mod format;
 pub mod nexmark;
 mod options;
+pub mod postgres;
 mod schedule;
 pub mod stdout;
 
@@ -72,12 +73,12 @@ pub fn source_connectors() -> &'static [&'static str] {
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "stdout"]
+    &["blackhole", "file", "postgres", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
 pub fn lookup_connectors() -> &'static [&'static str] {
-    &["file"]
+    &["file", "postgres"]
 }
 
 /// Builds the source `connector` from its request; every problem is reported, with paths
@@ -97,6 +98,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
     match connector {
         "blackhole" => blackhole::build(request),
         "file" => file::build_sink(request),
+        "postgres" => postgres::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
     }
@@ -110,6 +112,7 @@ pub fn build_lookup(
 ) -> Result<Arc<dyn LookupTable>, Vec<Diagnostic>> {
     match connector {
         "file" => file::build_lookup(request),
+        "postgres" => postgres::build_lookup(request),
         other => Err(vec![unknown_connector(other, lookup_connectors())]),
     }
 }

@@ -6,6 +6,7 @@ mod examples;
 mod golden;
 mod lifecycle;
 mod parallel;
+mod postgres;
 mod recovery;
 mod validate;
 

@@ -36,7 +36,7 @@ pub(crate) enum Rows {
 
 impl Rows {
     /// The SQL to select from.
-    fn from_sql(&self) -> String {
+    fn relation_sql(&self) -> String {
         match self {
             Rows::Table(table) => table.quoted(),
             Rows::Query(query) => format!("({query})"),
@@ -237,7 +237,7 @@ fn select_sql(config: &LookupConfig, schema: &SchemaRef, reads: &[Read], key_wir
     format!(
         "SELECT {} FROM {} AS q WHERE q.{} = ANY({keys})",
         columns.join(", "),
-        config.source.from_sql(),
+        config.source.relation_sql(),
         quote(&config.key)
     )
 }

@@ -3,8 +3,8 @@
 //! time to live).
 //!
 //! Each configured sink or lookup owns a small tokio runtime and a connection pool: sink writers
-//! and lookups are called synchronously from timely workers and block on it (see
-//! [`Database::run`]). The URL's password never appears in messages or logs: they name the
+//! and lookups are called synchronously from timely workers and block on it (`Database::run`).
+//! The URL's password never appears in messages or logs: they name the
 //! database as `postgres://user@host:port/database`.
 //!
 //! Rows travel as one array parameter per column (`INSERT ... SELECT ... FROM UNNEST($1, $2,

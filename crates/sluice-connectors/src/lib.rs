@@ -17,6 +17,7 @@ pub mod http;
 pub mod kafka;
 pub mod nexmark;
 mod options;
+pub mod postgres;
 mod schedule;
 pub mod stdout;
 pub mod testing;
@@ -77,12 +78,12 @@ pub fn source_connectors() -> &'static [&'static str] {
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "http", "kafka", "stdout"]
+    &["blackhole", "file", "http", "kafka", "postgres", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
 pub fn lookup_connectors() -> &'static [&'static str] {
-    &["file"]
+    &["file", "postgres"]
 }
 
 /// Builds the source `connector` from its request; every problem is reported, with paths
@@ -105,6 +106,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
         "file" => file::build_sink(request),
         "http" => http::build(request),
         "kafka" => kafka::build_sink(request),
+        "postgres" => postgres::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
     }
@@ -118,6 +120,7 @@ pub fn build_lookup(
 ) -> Result<Arc<dyn LookupTable>, Vec<Diagnostic>> {
     match connector {
         "file" => file::build_lookup(request),
+        "postgres" => postgres::build_lookup(request),
         other => Err(vec![unknown_connector(other, lookup_connectors())]),
     }
 }

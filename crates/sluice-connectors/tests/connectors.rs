@@ -19,6 +19,8 @@ mod lookup;
 mod nexmark;
 #[path = "connectors/options.rs"]
 mod options;
+#[path = "connectors/postgres.rs"]
+mod postgres;
 #[path = "connectors/replay.rs"]
 mod replay;
 #[path = "connectors/support.rs"]

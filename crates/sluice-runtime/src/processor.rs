@@ -12,6 +12,7 @@
 //!   groups the worker owns after a restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -127,4 +128,16 @@ pub trait LookupTable: Send + Sync {
     /// The rows whose key equals one of `keys` (an array of the key column's type; nulls
     /// match nothing), in any order, at most one row per key.
     fn lookup(&self, keys: &dyn arrow::array::Array) -> Result<RecordBatch>;
+
+    /// How long a caller (such as a lookup join) may reuse a row it looked up, or the absence
+    /// of one, before asking this table again. A table that caches on its own, with its own
+    /// expiry, returns zero so that its rows are not cached twice. Default:
+    /// [`DEFAULT_LOOKUP_REUSE`].
+    fn reuse_for(&self) -> Duration {
+        DEFAULT_LOOKUP_REUSE
+    }
 }
+
+/// How long callers reuse looked-up rows of a table that does not say otherwise
+/// ([`LookupTable::reuse_for`]).
+pub const DEFAULT_LOOKUP_REUSE: Duration = Duration::from_secs(60);

@@ -1,11 +1,12 @@
 //! [`LookupJoin`]: enriches each row of a stream with the row of a [`LookupTable`] whose key
 //! equals the row's join key. Keys are looked up once per batch (distinct keys only) through a
-//! per-instance cache, so a hot key costs one lookup per [`CACHE_TTL`]; misses are cached too.
+//! per-instance cache, so a hot key costs one lookup per [`LookupTable::reuse_for`] (60 s unless
+//! the table says otherwise; a table that caches on its own says zero); misses are cached too.
 //! The cache is not state: a restarted worker simply looks keys up again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat_batches, take};
@@ -21,9 +22,6 @@ use super::output::{Output, take_rows};
 use super::{KeyExprs, Side, diagnostic, failed, through_side};
 use crate::SqlLookup;
 use crate::diagnose::Context;
-
-/// How long a looked-up row (or the absence of one) is reused before the key is looked up again.
-pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// How many keys one instance's cache holds; when full, the less recently used half goes.
 pub(crate) const CACHE_CAPACITY: usize = 100_000;
@@ -118,6 +116,7 @@ impl LookupJoin {
         let keys = self.probe_converter.convert_columns(std::slice::from_ref(probe)).map_err(converted)?;
         self.tick += 1;
         let now = Instant::now();
+        let reuse_for = self.plan.table.reuse_for();
         let mut seen = std::collections::HashSet::new();
         let mut missing = Vec::new();
         let mut rows = Vec::new();
@@ -126,7 +125,7 @@ impl LookupJoin {
                 continue;
             }
             match self.cache.get_mut(&keys.row(index).owned()) {
-                Some(cached) if now.duration_since(cached.loaded) < CACHE_TTL => {
+                Some(cached) if now.duration_since(cached.loaded) < reuse_for => {
                     cached.used = self.tick;
                     rows.extend(cached.row.clone());
                 }
@@ -142,12 +141,17 @@ impl LookupJoin {
             let key_column = cast(key_column, &self.plan.key_type).map_err(converted)?;
             let found_keys = self.probe_converter.convert_columns(&[key_column]).map_err(converted)?;
             let by_key: HashMap<_, usize> = (0..found.num_rows()).map(|i| (found_keys.row(i), i)).collect();
-            self.make_room(missing.len());
+            let cached = !reuse_for.is_zero();
+            if cached {
+                self.make_room(missing.len());
+            }
             for index in missing {
                 let key = keys.row(index as usize);
                 let row = by_key.get(&key).map(|i| found.slice(*i, 1));
                 rows.extend(row.clone());
-                self.cache.insert(key.owned(), Cached { row, loaded: now, used: self.tick });
+                if cached {
+                    self.cache.insert(key.owned(), Cached { row, loaded: now, used: self.tick });
+                }
             }
         }
         if rows.is_empty() {

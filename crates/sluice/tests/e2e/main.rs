@@ -8,6 +8,7 @@ mod http;
 mod kafka;
 mod lifecycle;
 mod parallel;
+mod postgres;
 mod recovery;
 mod validate;
 

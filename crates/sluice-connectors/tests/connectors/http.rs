@@ -132,7 +132,11 @@ fn a_400_is_dead_lettered_at_once_with_its_status_and_response() {
     assert_eq!(letter["url"], server.url("/hook"));
     assert_eq!(letter["method"], "POST");
     assert_eq!(letter["response"], r#"{"error":"id 3 is not allowed"}"#);
-    assert_eq!(letter["source"], "out", "the sink's node name");
+    assert_eq!(
+        (&letter["node"], &letter["kind"]),
+        (&json!("out"), &json!("undeliverable")),
+        "the sink's node name"
+    );
     assert_eq!(
         letter["reason"],
         "rejected with HTTP 400 Bad Request, not retried (only 429, 5xx, timeouts and connection errors \

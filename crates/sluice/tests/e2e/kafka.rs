@@ -207,16 +207,21 @@ fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_k
     let mut schedule = Lcg(seed);
     let mut kills = Vec::new();
     let mut completed = false;
-    for _ in 0..3 {
-        // Kill at a seeded moment after the run's next checkpoint, so each run progresses.
+    for attempt in 0..3 {
+        // The first run is killed early, at a seeded moment; later ones at a seeded moment after
+        // their next checkpoint, so each run progresses.
         let before = latest_checkpoint(&state);
         let mut child = start(dir.path());
         let deadline = Instant::now() + Duration::from_secs(120);
-        while latest_checkpoint(&state) <= before && child.try_wait().unwrap().is_none() {
+        while attempt > 0 && latest_checkpoint(&state) <= before && child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "no checkpoint within two minutes");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let delay = Duration::from_millis(schedule.next_millis(0, 300));
+        let delay = Duration::from_millis(if attempt == 0 {
+            schedule.next_millis(300, 900)
+        } else {
+            schedule.next_millis(0, 300)
+        });
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
             finish(child, "a run that ended before its kill");

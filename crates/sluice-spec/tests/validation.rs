@@ -627,7 +627,7 @@ sinks: out
                     "name: expected a string, found a list",
                     "description: expected a string, found a number",
                     "epoch_ms: expected a whole number of milliseconds, found a string",
-                    "dead_letter: expected a mapping with the dead-letter path, found a string",
+                    "dead_letter: expected a mapping with the dead-letter path or connector, found a string",
                     "sources: expected a list of sources, found a mapping",
                     "processors: expected a list of processors, found a string",
                     "sinks: expected a list of sinks, found a string",

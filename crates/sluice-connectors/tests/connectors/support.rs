@@ -95,13 +95,15 @@ pub fn sink_context_with_dead_letters(
         schema,
         checkpointing: false,
         restore: None,
+        // As the runtime gives sinks: their dead letters are undeliverable records.
         dead_letters: DeadLetterSink::new(
             "test",
             "out",
             OnError::DeadLetter,
             dead_letters.to_path_buf(),
             counts,
-        ),
+        )
+        .with_kind(sluice_runtime::dead_letter::kind::UNDELIVERABLE),
     }
 }
 

@@ -148,7 +148,10 @@ impl ClientSettings {
                     .set("group.id", group)
                     .set("enable.auto.commit", "false")
                     .set("enable.auto.offset.store", "false")
-                    .set("enable.partition.eof", "false");
+                    .set("enable.partition.eof", "false")
+                    // librdkafka waits up to 500 ms for a fetch to fill by default; a stream
+                    // processor wants records as they come (overridable in `properties`).
+                    .set("fetch.wait.max.ms", "50");
             }
             Role::Producer => {
                 config

@@ -161,18 +161,6 @@ fn finish(child: Child, what: &str) {
     assert_success(&output, what);
 }
 
-/// The newest complete checkpoint in `state`.
-fn latest_checkpoint(state: &Path) -> Option<u64> {
-    std::fs::read_dir(state)
-        .ok()?
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
-            path.join("_manifest.json").is_file().then_some(id)
-        })
-        .max()
-}
-
 /// Whether the newest complete checkpoint in `state` is a finished run's final one.
 fn finished(state: &Path) -> bool {
     let Some(id) = latest_checkpoint(state) else { return false };
@@ -185,16 +173,6 @@ fn finished(state: &Path) -> bool {
         .unwrap();
     let manifest = std::fs::read_to_string(folder.join("_manifest.json")).unwrap();
     serde_json::from_str::<Value>(&manifest).unwrap()["finished"] == json!(true)
-}
-
-/// A small deterministic generator for the kill schedule.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_millis(&mut self, low: u64, high: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        low + (self.0 >> 33) % (high - low)
-    }
 }
 
 #[test]

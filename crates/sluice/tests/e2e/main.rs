@@ -103,3 +103,26 @@ pub fn canonical(rows: &[Value]) -> Vec<String> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// The newest complete checkpoint (one with a manifest) in the checkpoint folder `state`.
+pub fn latest_checkpoint(state: &Path) -> Option<u64> {
+    std::fs::read_dir(state)
+        .ok()?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
+            path.join("_manifest.json").is_file().then_some(id)
+        })
+        .max()
+}
+
+/// A small deterministic generator for the kill schedule (the seed is printed on failure).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number of milliseconds in `low..high`.
+    pub fn next_millis(&mut self, low: u64, high: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        low + (self.0 >> 33) % (high - low)
+    }
+}

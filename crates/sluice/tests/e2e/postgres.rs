@@ -136,18 +136,6 @@ fn finish(child: Child, what: &str) {
     assert_success(&output, what);
 }
 
-/// The newest complete checkpoint in the folder `state`.
-fn latest_checkpoint(state: &Path) -> Option<u64> {
-    std::fs::read_dir(state)
-        .ok()?
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
-            path.join("_manifest.json").is_file().then_some(id)
-        })
-        .max()
-}
-
 #[test]
 fn a_pipeline_writing_to_postgres_killed_and_resumed_ends_with_the_uninterrupted_tables() {
     let reference = Pg::new();

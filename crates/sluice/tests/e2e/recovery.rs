@@ -109,16 +109,6 @@ fn assert_same_as_reference(dir: &Path, what: &str) {
     }
 }
 
-/// A small deterministic generator for the kill schedule (the seed is printed on failure).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_millis(&mut self, low: u64, high: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        low + (self.0 >> 33) % (high - low)
-    }
-}
-
 #[test]
 fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
     let seed = 20_261_125;
@@ -142,18 +132,6 @@ fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
     assert!(restarts.len() >= 2, "seed {seed}: the schedule must kill at least twice: {restarts:?}");
     assert_same_as_reference(dir.path(), &format!("seed {seed}, kills {restarts:?}"));
     eprintln!("killed at {restarts:?}; the last resume ran {:?}", resumed.elapsed());
-}
-
-/// The newest complete checkpoint (one with a manifest) in the checkpoint folder `state`.
-fn latest_checkpoint(state: &Path) -> Option<u64> {
-    std::fs::read_dir(state)
-        .ok()?
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let id = path.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
-            path.join("_manifest.json").is_file().then_some(id)
-        })
-        .max()
 }
 
 /// Waits until `child` has completed a checkpoint in `state` newer than the newest one there

@@ -497,6 +497,7 @@ fn build<'scope>(
                         senders: vec![peers; keyed.len()],
                         context: ProcessorContext {
                             worker: position,
+                            state: graph.state_backend.for_instance(&node.name, position.index),
                             dead_letters: dead_letter_sink(
                                 &node.name,
                                 OnError::DeadLetter,

@@ -75,6 +75,9 @@ pub struct PipelineGraph {
     pub dead_letter_dir: PathBuf,
     /// The nodes, each after all nodes it reads from.
     pub nodes: Vec<GraphNode>,
+    /// Where stateful processors keep keyed state while running (each instance gets its own
+    /// part of it; see [`crate::processor::StateBackend::for_instance`]).
+    pub state_backend: crate::processor::StateBackend,
 }
 
 impl PipelineGraph {

@@ -17,6 +17,8 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+pub use sluice_state::StateBackend;
+
 use crate::connector::WorkerPosition;
 use crate::dead_letter::DeadLetterSink;
 use crate::error::Result;
@@ -36,6 +38,9 @@ pub struct ProcessorContext {
     /// Where records the processor cannot handle go, e.g. records later than the allowed
     /// lateness of a window. Policy is always dead-letter.
     pub dead_letters: DeadLetterSink,
+    /// Where this instance keeps keyed state: memory, or its own RocksDB directory. A
+    /// processor without on-disk support keeps its state in memory whatever this says.
+    pub state: StateBackend,
 }
 
 /// The state of one key group of one operator, as opaque bytes.

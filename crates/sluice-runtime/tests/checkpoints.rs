@@ -335,6 +335,7 @@ fn graph(sink: &Committing) -> PipelineGraph {
         epoch: Duration::from_millis(10),
         dead_letter_dir: std::env::temp_dir().join("sluice-checkpoint-test-dead-letters"),
         nodes,
+        state_backend: Default::default(),
     }
 }
 

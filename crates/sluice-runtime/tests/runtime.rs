@@ -186,6 +186,7 @@ fn graph(count: Option<i64>, fail_on: Option<i64>, keyed: bool) -> Built {
         epoch: Duration::from_millis(20),
         dead_letter_dir: std::env::temp_dir(),
         nodes,
+        state_backend: Default::default(),
     };
     Built { graph, sink, seen }
 }

@@ -29,6 +29,6 @@ pub use model::{
     CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_EPOCH_MS,
     DeadLetterSinkSpec, DeadLetterSpec, EPOCH_MS_RANGE, FieldSpec, InputRef, LookupSpec,
     MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
-    WatermarkSpec,
+    StateBackendKind, StateSpec, WatermarkSpec,
 };
 pub use parse::{parse, parse_partial};

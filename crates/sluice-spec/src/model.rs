@@ -33,6 +33,67 @@ pub struct Pipeline {
     pub lookups: Vec<LookupSpec>,
     /// Checkpointing, if enabled: without it a crash loses the pipeline's state.
     pub checkpoints: Option<CheckpointSpec>,
+    /// Where keyed state lives while the pipeline runs.
+    pub state: StateSpec,
+}
+
+/// Where stateful processors keep keyed state while running (checkpoints are the durable copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateSpec {
+    /// Memory (default) or RocksDB.
+    pub backend: StateBackendKind,
+    /// RocksDB's working directory (relative to the spec's folder); `state/<pipeline name>`
+    /// unless set. Its contents are replaced on every start.
+    pub path: String,
+}
+
+/// A state backend, as the spec names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackendKind {
+    /// In memory: fastest; state must fit in memory.
+    Memory,
+    /// RocksDB on local disk: for state larger than memory.
+    #[serde(rename = "rocksdb")]
+    RocksDb,
+}
+
+impl StateSpec {
+    /// In memory, with RocksDB's directory at `state/<pipeline>` should the backend be switched.
+    pub fn default_for(pipeline: &str) -> Self {
+        StateSpec { backend: StateBackendKind::Memory, path: format!("state/{pipeline}") }
+    }
+}
+
+impl StateBackendKind {
+    /// Every backend name, as written in specs and on the command line.
+    pub const NAMES: &'static [&'static str] = &["memory", "rocksdb"];
+
+    /// The backend called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "memory" => Some(StateBackendKind::Memory),
+            "rocksdb" => Some(StateBackendKind::RocksDb),
+            _ => None,
+        }
+    }
+
+    /// The backend's name, as written in specs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateBackendKind::Memory => "memory",
+            StateBackendKind::RocksDb => "rocksdb",
+        }
+    }
+}
+
+impl FromStr for StateBackendKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::from_name(text)
+            .ok_or_else(|| format!("unknown state backend; use one of {}", Self::NAMES.join(", ")))
+    }
 }
 
 /// The default checkpoint interval.
@@ -382,6 +443,7 @@ mod tests {
             sinks: vec![],
             lookups: vec![],
             checkpoints: None,
+            state: StateSpec::default_for("p"),
         };
         assert_eq!(
             pipeline.topological_order(),
@@ -402,6 +464,7 @@ mod tests {
             sinks: vec![],
             lookups: vec![],
             checkpoints: None,
+            state: StateSpec::default_for("p"),
         };
         assert_eq!(pipeline.topological_order(), vec![(NodeKind::Processor, 1), (NodeKind::Processor, 0)]);
     }

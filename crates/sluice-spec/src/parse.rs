@@ -13,7 +13,7 @@ use crate::{
     CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_CHECKPOINTS_RETAINED, DataType,
     DeadLetterSinkSpec, DeadLetterSpec, Diagnostic, FieldSpec, InputRef, LookupSpec,
     MIN_CHECKPOINT_INTERVAL_MS, NodeKind, OnErrorSpec, Pipeline, ProcessorSpec, SinkSpec, SourceSpec,
-    WatermarkSpec, parse_duration, parse_watermark_sql,
+    StateBackendKind, StateSpec, WatermarkSpec, parse_duration, parse_watermark_sql,
 };
 
 const PIPELINE_KEYS: &[&str] = &[
@@ -22,12 +22,14 @@ const PIPELINE_KEYS: &[&str] = &[
     "epoch_ms",
     "dead_letter",
     "checkpoints",
+    "state",
     "sources",
     "processors",
     "sinks",
     "lookups",
 ];
 const CHECKPOINT_KEYS: &[&str] = &["interval", "location", "retain", "endpoint", "region"];
+const STATE_KEYS: &[&str] = &["backend", "path"];
 const WATERMARK_KEYS: &[&str] = &["column", "max_out_of_orderness", "idle_timeout"];
 const LOOKUP_KEYS: &[&str] = &["name", "connector", "options", "schema"];
 const DEAD_LETTER_KEYS: &[&str] = &["path", "connector", "options"];
@@ -132,7 +134,7 @@ impl<'v> Reader<'v> {
         let before = self.diagnostics.len();
         let (mut name, mut description, mut epoch_ms, mut dead_letter) = (None, None, None, None);
         let (mut sources, mut processors, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut lookups, mut checkpoints) = (Vec::new(), None);
+        let (mut lookups, mut checkpoints, mut state) = (Vec::new(), None, None);
         for (key, value) in map {
             let Some(key) = self.known_key("", key, PIPELINE_KEYS) else {
                 continue;
@@ -149,6 +151,7 @@ impl<'v> Reader<'v> {
                 "sinks" => sinks = self.nodes(NodeKind::Sink, value, Self::sink),
                 "lookups" if !value.is_null() => lookups = self.lookups(value),
                 "checkpoints" => checkpoints = Some(value),
+                "state" if !value.is_null() => state = Some(value),
                 _ => {}
             }
         }
@@ -173,6 +176,10 @@ impl<'v> Reader<'v> {
             sink: dead_letter_sink,
         };
         let checkpoints = checkpoints.and_then(|value| self.checkpoints(value, &name));
+        let state = match state {
+            Some(value) => self.state(value, &name).unwrap_or_else(|| StateSpec::default_for(&name)),
+            None => StateSpec::default_for(&name),
+        };
         Some(Pipeline {
             name,
             description,
@@ -183,7 +190,44 @@ impl<'v> Reader<'v> {
             sinks,
             lookups,
             checkpoints,
+            state,
         })
+    }
+
+    fn state(&mut self, value: &Value, pipeline: &str) -> Option<StateSpec> {
+        let mut spec = StateSpec::default_for(pipeline);
+        let map = self.mapping("state", value, "a mapping with backend and path")?;
+        let before = self.diagnostics.len();
+        for (key, value) in map {
+            let Some(key) = self.known_key("state", key, STATE_KEYS) else {
+                continue;
+            };
+            let at = join("state", key);
+            match key {
+                "backend" => {
+                    let Some(name) = self.non_empty_string(&at, value, "state backend") else { continue };
+                    match StateBackendKind::from_name(&name) {
+                        Some(backend) => spec.backend = backend,
+                        None => {
+                            let diagnostic = Diagnostic::new(at, format!("unknown state backend \"{name}\""));
+                            let suggested =
+                                diagnostic.suggest_closest(&name, StateBackendKind::NAMES.iter().copied());
+                            self.report(match suggested.suggestion {
+                                Some(_) => suggested,
+                                None => suggested.suggest("use memory (the default) or rocksdb"),
+                            });
+                        }
+                    }
+                }
+                "path" => {
+                    if let Some(path) = self.non_empty_string(&at, value, "state directory") {
+                        spec.path = path;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (self.diagnostics.len() == before).then_some(spec)
     }
 
     fn checkpoints(&mut self, value: &Value, pipeline: &str) -> Option<CheckpointSpec> {

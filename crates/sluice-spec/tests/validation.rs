@@ -41,7 +41,7 @@ mod good_specs {
     use serde_json::json;
     use sluice_spec::{
         CheckpointSpec, DataType, DeadLetterSpec, FieldSpec, InputRef, LookupSpec, NodeKind, OnErrorSpec,
-        Pipeline, ProcessorSpec, SinkSpec, SourceSpec, WatermarkSpec,
+        Pipeline, ProcessorSpec, SinkSpec, SourceSpec, StateBackendKind, StateSpec, WatermarkSpec,
     };
 
     use super::pipeline;
@@ -57,6 +57,9 @@ checkpoints:
   location: s3://state/big-bids
   retain: 5
   endpoint: http://127.0.0.1:9000
+state:
+  backend: rocksdb
+  path: /var/sluice/state
 sources:
   - name: bids
     connector: nexmark
@@ -141,6 +144,7 @@ sinks:
                 endpoint: Some("http://127.0.0.1:9000".into()),
                 region: None,
             }),
+            state: StateSpec { backend: StateBackendKind::RocksDb, path: "/var/sluice/state".into() },
         };
         assert_eq!(pipeline(FULL), expected);
     }
@@ -164,6 +168,7 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
         assert!(!source.infer_schema);
         assert_eq!(source.on_error, OnErrorSpec::DeadLetter);
         assert_eq!(spec.sinks[0].options, json!({}));
+        assert_eq!(spec.state, StateSpec { backend: StateBackendKind::Memory, path: "state/tiny".into() });
     }
 
     #[test]
@@ -521,6 +526,19 @@ sinks: [{name: out, connector: stdout, inputs: [src]}]
             (with("checkpoints: {intervall: 5s}"), "checkpoints.intervall", &["unknown key", "\"interval\""]),
             (with("checkpoints: {retain: 0}"), "checkpoints.retain", &["at least 1"]),
             (
+                with("state: {backend: rocks}"),
+                "state.backend",
+                &["unknown state backend \"rocks\"", "rocksdb"],
+            ),
+            (
+                with("state: {backend: disk}"),
+                "state.backend",
+                &["unknown state backend", "memory", "rocksdb"],
+            ),
+            (with("state: {backend: rocksdb, path: \"\"}"), "state.path", &["state directory"]),
+            (with("state: {backnd: rocksdb}"), "state.backnd", &["unknown key", "\"backend\""]),
+            (with("state: rocksdb"), "state", &["a mapping with backend and path"]),
+            (
                 with("lookups: [{name: src, connector: file}]"),
                 "lookups[0].name",
                 &["already the name of a node"],
@@ -578,7 +596,7 @@ sinks:
 "#,
                 &[
                     "epoch: unknown key \"epoch\"; allowed keys: name, description, epoch_ms, dead_letter, \
-                     checkpoints, sources, processors, sinks, lookups",
+                     checkpoints, state, sources, processors, sinks, lookups",
                     "dead_letter.pth: unknown key \"pth\"; did you mean \"path\"?",
                     "sources[0].option: unknown key \"option\"; did you mean \"options\"?",
                     "sources[0].inputs: unknown key \"inputs\"; allowed keys: name, connector, options, \
@@ -602,7 +620,7 @@ sinks: [{name: out, connector: stdout, inputs: [src], options: {whatever: 1}}]
                 "non-string keys",
                 "name: p\n1: x\n[a]: y\nsources: [{name: src, connector: impulse}]\nsinks: [{name: out, connector: stdout, inputs: [src]}]\n",
                 &[
-                    "1: unknown key \"1\"; allowed keys: name, description, epoch_ms, dead_letter, checkpoints, sources, processors, sinks, lookups",
+                    "1: unknown key \"1\"; allowed keys: name, description, epoch_ms, dead_letter, checkpoints, state, sources, processors, sinks, lookups",
                     "expected keys that are strings, found a list",
                 ],
             ),

@@ -9,6 +9,9 @@
 //! `expected_dead_letters.jsonl` (the raw records), absent meaning none. For an updating
 //! aggregation the case names its upsert key columns in `upsert_key` (one per line) and the
 //! last row emitted per key is compared.
+//!
+//! Every case runs once per state backend (memory and RocksDB): results must not depend on
+//! where state lives.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,8 +25,13 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use sluice_runtime::connector::WorkerPosition;
 use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
-use sluice_runtime::processor::{END_OF_TIME, Processor, ProcessorContext};
+use sluice_runtime::processor::{END_OF_TIME, Processor, ProcessorContext, StateBackend};
 use sluice_sql::{PlanOptions, SqlInput, SqlProcessor, plan};
+
+/// The state backends every case runs with, RocksDB's in a folder under `scratch`.
+fn backends(scratch: &Path) -> [StateBackend; 2] {
+    [StateBackend::Memory, StateBackend::RocksDb { dir: scratch.join("rocksdb") }]
+}
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
@@ -94,7 +102,12 @@ fn max_event_time(batch: &RecordBatch, column: &str) -> Option<i64> {
 }
 
 /// Runs a case through the processor; returns its output and the raw dead letters.
-fn run_case(dir: &Path, case: &Case, mut processor: SqlProcessor) -> (Vec<RecordBatch>, Vec<Value>) {
+fn run_case(
+    dir: &Path,
+    case: &Case,
+    mut processor: SqlProcessor,
+    state: StateBackend,
+) -> (Vec<RecordBatch>, Vec<Value>) {
     let scratch = tempfile::tempdir().unwrap();
     let dead_letters = scratch.path().join("dead_letters.jsonl");
     let sink = DeadLetterSink::new(
@@ -105,7 +118,7 @@ fn run_case(dir: &Path, case: &Case, mut processor: SqlProcessor) -> (Vec<Record
         Arc::new(DeadLetterCounts::default()),
     );
     let worker = WorkerPosition { index: 0, peers: 1 };
-    processor.open(ProcessorContext { worker, dead_letters: sink }).unwrap();
+    processor.open(ProcessorContext { worker, dead_letters: sink, state: state.clone() }).unwrap();
     let stateful = processor.is_stateful();
     let mut out = Vec::new();
     let mut newest = i64::MIN;
@@ -137,7 +150,7 @@ fn run_case(dir: &Path, case: &Case, mut processor: SqlProcessor) -> (Vec<Record
         scratch.path().join("unused"),
         Arc::new(DeadLetterCounts::default()),
     );
-    processor.open(ProcessorContext { worker, dead_letters: closed }).unwrap();
+    processor.open(ProcessorContext { worker, dead_letters: closed, state }).unwrap();
     let letters = fs::read_to_string(&dead_letters)
         .unwrap_or_default()
         .lines()
@@ -226,8 +239,9 @@ fn golden_cases_match_duckdb() {
     dirs.sort();
     assert!(dirs.len() >= 10, "golden cases missing");
     let mut failures = Vec::new();
-    for dir in &dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    for (dir, backend) in dirs.iter().flat_map(|dir| backends(scratch.path()).map(|b| (dir, b))) {
+        let name = format!("{} ({})", dir.file_name().unwrap().to_string_lossy(), backend.name());
         if is_join_case(dir) {
             continue; // golden_join_cases_match_duckdb
         }
@@ -240,7 +254,7 @@ fn golden_cases_match_duckdb() {
                 continue;
             }
         };
-        let (out, letters) = run_case(dir, &case, processor);
+        let (out, letters) = run_case(dir, &case, processor, backend);
         let mut rows = to_json(&out);
         if let Ok(key) = fs::read_to_string(dir.join("upsert_key")) {
             let key: Vec<String> =
@@ -344,8 +358,9 @@ fn golden_join_cases_match_duckdb() {
     dirs.sort();
     assert!(dirs.len() >= 4, "join golden cases missing");
     let mut failures = Vec::new();
-    for dir in &dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    for (dir, backend) in dirs.iter().flat_map(|dir| backends(scratch.path()).map(|b| (dir, b))) {
+        let name = format!("{} ({})", dir.file_name().unwrap().to_string_lossy(), backend.name());
         let pipeline: serde_yaml::Value =
             serde_yaml::from_str(&fs::read_to_string(dir.join("pipeline.yaml")).unwrap()).unwrap();
         let processor = &pipeline["processors"][0];
@@ -389,7 +404,7 @@ fn golden_join_cases_match_duckdb() {
         let sink =
             DeadLetterSink::new("golden", "q", OnError::Drop, PathBuf::from("unused"), Arc::clone(&counts));
         let worker = WorkerPosition { index: 0, peers: 1 };
-        processor.open(ProcessorContext { worker, dead_letters: sink }).unwrap();
+        processor.open(ProcessorContext { worker, dead_letters: sink, state: backend }).unwrap();
         let mut out = Vec::new();
         let mut per_input = vec![i64::MIN; inputs.len()];
         let mut current = i64::MIN;

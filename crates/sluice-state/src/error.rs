@@ -97,6 +97,14 @@ pub enum Error {
         #[source]
         source: Box<object_store::Error>,
     },
+    /// The local working copy of keyed state (RocksDB) failed.
+    #[error("local state store in '{dir}' failed: {reason}")]
+    LocalState {
+        /// The store's working directory.
+        dir: String,
+        /// What failed, with RocksDB's message.
+        reason: String,
+    },
 }
 
 /// Result with the checkpoint store's [`Error`].
@@ -109,7 +117,10 @@ impl Error {
             Error::InvalidLocation { .. } => ErrorKind::User,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::InvalidRequest { .. } => ErrorKind::Internal,
-            Error::NotFound { .. } | Error::Corrupt { .. } | Error::Storage { .. } => ErrorKind::External,
+            Error::NotFound { .. }
+            | Error::Corrupt { .. }
+            | Error::Storage { .. }
+            | Error::LocalState { .. } => ErrorKind::External,
         }
     }
 

@@ -1,11 +1,12 @@
-//! Sluice's checkpoint state: where checkpoints are stored and how to decide which of them count.
+//! Sluice's checkpoint state: where checkpoints are stored and how to decide which of them count,
+//! and where operators keep keyed state while they run ([`keyed`]: memory or RocksDB).
 //!
 //! Owns: the checkpoint manifest format ([`Manifest`]), the object layout of a checkpoint store
 //! ([`layout`]), the pure checkpoint protocol ([`protocol`]: which checkpoint is complete, which one
 //! to restore, what may be garbage-collected, who wins a race to commit) and the storage edge
 //! ([`CheckpointStore`]: a local directory or an S3-compatible bucket, through `object_store`).
 //!
-//! May depend on: `object_store`, serde. Must not depend on other Sluice crates; the runtime
+//! May depend on: `object_store`, `rocksdb`, serde. Must not depend on other Sluice crates; the runtime
 //! depends on this crate, never the other way round.
 //!
 //! # How a checkpoint is written
@@ -50,6 +51,7 @@
 //! own fencing (e.g. transactional ids) for that.
 
 mod error;
+pub mod keyed;
 pub mod layout;
 mod manifest;
 pub mod protocol;
@@ -57,5 +59,6 @@ mod store;
 pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
+pub use keyed::{KeyedStore, StateBackend};
 pub use manifest::{CheckpointId, CheckpointKind, MANIFEST_VERSION, Manifest, PartEntry};
 pub use store::{CheckpointStore, GcReport, PartRef, StoreOptions};

@@ -11,9 +11,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use sluice_connectors::{LookupRequest, SinkRequest, SourceRequest};
 use sluice_runtime::dead_letter::{OnError, dead_letter_schema};
 use sluice_runtime::graph::{DEAD_LETTER_NODE, GraphNode, NodeKind, PipelineGraph, StreamRef};
-use sluice_runtime::processor::Processor;
+use sluice_runtime::processor::{Processor, StateBackend};
 use sluice_runtime::watermark::WatermarkStrategy;
-use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline, WatermarkSpec};
+use sluice_spec::{Diagnostic, InputRef, OnErrorSpec, Pipeline, StateBackendKind, StateSpec, WatermarkSpec};
 use sluice_sql::{PlanOptions, SqlInput, SqlLookup, WindowUse};
 
 /// A pipeline that passed validation.
@@ -68,8 +68,17 @@ pub fn plan(text: &str, base_dir: &Path) -> Result<Planned, Vec<Diagnostic>> {
         epoch: Duration::from_millis(spec.epoch_ms),
         dead_letter_dir: resolve(base_dir, &spec.dead_letter.path),
         nodes,
+        state_backend: state_backend(spec.state.backend, &spec.state, base_dir),
     };
     Ok(Planned { spec, graph, base_dir: base_dir.to_path_buf() })
+}
+
+/// The runtime's state backend for `backend`, with the spec's directory.
+pub fn state_backend(backend: StateBackendKind, spec: &StateSpec, base_dir: &Path) -> StateBackend {
+    match backend {
+        StateBackendKind::Memory => StateBackend::Memory,
+        StateBackendKind::RocksDb => StateBackend::RocksDb { dir: resolve(base_dir, &spec.path) },
+    }
 }
 
 /// A path from the spec, resolved against the spec's folder unless absolute.

@@ -24,6 +24,9 @@
 //! that long is forgotten (no row is emitted for it; a later record starts it afresh). The
 //! clock is the watermark once one has arrived, otherwise the wall clock.
 //!
+//! With `state.backend: rocksdb`, an updating aggregation keeps its state in RocksDB (see
+//! [`super::stored`]); windows and sessions stay in memory, since the watermark bounds them.
+//!
 //! **Keys and state.** The runtime exchanges the input by the GROUP BY keys (see
 //! [`Processor::key_by`]); the state of a key lives in the key group of the key's hash, and a
 //! snapshot holds, per key group, one Arrow IPC stream of rows `(hash, key, window start,
@@ -48,11 +51,12 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use sluice_runtime::dead_letter::DeadLetter;
 use sluice_runtime::exchange::{MAX_KEY_GROUPS, key_group};
 use sluice_runtime::processor::{
-    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext,
+    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, StateBackend,
 };
 use sluice_runtime::{Error, Result};
 
 use super::groups::{AccumulatorSet, Aggregates, KeyIndex, NONE};
+use super::stored::StoredUpdating;
 use super::tvf::{TimeColumn, WindowKind, event_times};
 use crate::diagnose::clean;
 use crate::key::{NO_KEY_HASH, hash_columns};
@@ -131,6 +135,8 @@ enum State {
     Fixed(BTreeMap<i64, Window>),
     Sessions(Sessions),
     Updating(Updating),
+    /// Updating, with the state in RocksDB.
+    Stored(StoredUpdating),
 }
 
 struct Window {
@@ -170,7 +176,7 @@ struct Updating {
 }
 
 /// Column names of a snapshot row, before the accumulator state.
-const STATE_COLUMNS: [&str; 6] = ["hash", "key", "start", "end", "emitted", "last_update"];
+pub(crate) const STATE_COLUMNS: [&str; 6] = ["hash", "key", "start", "end", "emitted", "last_update"];
 
 impl Aggregation {
     /// A fresh instance with no state.
@@ -249,6 +255,12 @@ impl Aggregation {
 
     fn add_updating(&mut self, batch: &RecordBatch, keys: &Rows) -> Result<()> {
         let now = self.now();
+        if let State::Stored(stored) = &mut self.state {
+            let (hashes, groups) = (&self.hashes, &mut self.groups);
+            return stored
+                .add(batch.columns(), keys, hashes, groups, now, self.plan.state_ttl, &self.converter)
+                .map_err(|e| failed(&e));
+        }
         let State::Updating(state) = &mut self.state else { return Err(wrong_state()) };
         for (row, group) in self.groups.iter_mut().enumerate() {
             let id = state.keys.intern(self.hashes[row], keys.row(row));
@@ -545,6 +557,10 @@ impl Aggregation {
                 Ok(())
             }
             State::Sessions(_) => self.fire_sessions(out, false),
+            State::Stored(stored) => match stored.take_changed(&self.converter).map_err(|e| failed(&e))? {
+                Some((keys, ids, values)) => self.emit(None, &keys, &ids, values, out),
+                None => Ok(()),
+            },
             State::Updating(state) => {
                 if state.changed.is_empty() {
                     return Ok(());
@@ -645,6 +661,9 @@ impl Aggregation {
     /// Forgets keys of an updating aggregation not updated for the state TTL.
     fn expire(&mut self, now: i64) -> Result<()> {
         let Some(ttl) = self.plan.state_ttl else { return Ok(()) };
+        if let State::Stored(stored) = &mut self.state {
+            return stored.expire(now, ttl, &self.converter).map_err(|e| failed(&e));
+        }
         let State::Updating(state) = &mut self.state else { return Ok(()) };
         let keep: Vec<bool> = state.last_update.iter().map(|t| t.saturating_add(ttl) > now).collect();
         if keep.iter().all(|k| *k) {
@@ -678,6 +697,9 @@ impl Aggregation {
     /// The state as rows, all key groups together.
     fn state_rows(&mut self) -> DfResult<Option<RecordBatch>> {
         let schema = self.state_schema()?;
+        if let State::Stored(stored) = &self.state {
+            return stored.rows(&schema, self.now(), self.plan.state_ttl);
+        }
         let mut parts = Vec::new();
         let part = |keys: &KeyIndex,
                     ids: &[u32],
@@ -742,6 +764,7 @@ impl Aggregation {
                 let last = updating.last_update.clone();
                 parts.push(part(&updating.keys, &ids, vec![0; n], vec![0; n], vec![false; n], last, state)?);
             }
+            State::Stored(_) => return Err(DataFusionError::Internal("stored state read as memory".into())),
         }
         let parts: Vec<RecordBatch> = parts.into_iter().filter(|p| p.num_rows() > 0).collect();
         if parts.is_empty() {
@@ -852,6 +875,7 @@ impl Aggregation {
                 }
                 updating.accumulators.merge(&state, &ids, updating.keys.len())?;
             }
+            State::Stored(stored) => stored.restore(batch)?,
         }
         Ok(())
     }
@@ -908,6 +932,11 @@ impl Processor for Aggregation {
     }
 
     fn open(&mut self, context: ProcessorContext) -> Result<()> {
+        if let (State::Updating(_), StateBackend::RocksDb { dir }) = (&self.state, &context.state) {
+            let stored = StoredUpdating::open(dir, Arc::clone(&self.plan.aggregates), &self.converter)
+                .map_err(|e| Error::user(clean(&e.to_string())))?;
+            self.state = State::Stored(stored);
+        }
         self.context = Some(context);
         Ok(())
     }
@@ -920,7 +949,7 @@ impl Processor for Aggregation {
                 self.fire_fixed(out)
             }
             State::Sessions(_) => self.fire_sessions(out, true),
-            State::Updating(_) => {
+            State::Updating(_) | State::Stored(_) => {
                 if watermark == END_OF_TIME {
                     return self.emit_updates(out);
                 }
@@ -933,7 +962,7 @@ impl Processor for Aggregation {
         match self.state {
             State::Fixed(_) => self.emit_updates(out),
             State::Sessions(_) => self.fire_sessions(out, false),
-            State::Updating(_) => {
+            State::Updating(_) | State::Stored(_) => {
                 self.emit_updates(out)?;
                 let now = self.now();
                 self.expire(now)
@@ -984,6 +1013,7 @@ impl Processor for Aggregation {
                 s.keys.size() + s.accumulators.size() + s.groups * std::mem::size_of::<Session>()
             }
             State::Updating(u) => u.keys.size() + u.accumulators.size() + u.last_update.len() * 8,
+            State::Stored(stored) => stored.size(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! - [`aggregate`]: the [`aggregate::Aggregation`] processor: windowed aggregation emitted when
 //!   the watermark passes a window's end, or an updating aggregation emitted per epoch.
 //! - [`groups`]: dense group ids for keys and DataFusion's accumulators over them.
+//! - [`stored`]: an updating aggregation's state in RocksDB (`state.backend: rocksdb`).
 
 pub(crate) mod aggregate;
 pub(crate) mod groups;
 pub(crate) mod planner;
+pub(crate) mod stored;
 pub(crate) mod tvf;
 
 use datafusion::logical_expr::LogicalPlan;

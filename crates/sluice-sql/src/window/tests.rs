@@ -11,7 +11,7 @@ use serde_json::Value;
 use sluice_runtime::connector::WorkerPosition;
 use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
 use sluice_runtime::exchange::{key_group, worker_for_key_group};
-use sluice_runtime::processor::{END_OF_TIME, KeyGroupState, Processor, ProcessorContext};
+use sluice_runtime::processor::{END_OF_TIME, KeyGroupState, Processor, ProcessorContext, StateBackend};
 
 use crate::{Diagnostic, PlanOptions, SqlInput, SqlProcessor, plan};
 
@@ -48,12 +48,22 @@ struct Run {
 }
 
 fn start(sql: &str, options: &PlanOptions) -> Run {
-    let processor = plan(sql, &inputs(), options).unwrap_or_else(|d| panic!("{sql}: {d:?}"));
-    open(processor, 0, 1)
+    start_on(sql, options, false)
 }
 
-fn open(mut processor: SqlProcessor, index: usize, peers: usize) -> Run {
+/// Like [`start`], with the state in RocksDB if `rocksdb`.
+fn start_on(sql: &str, options: &PlanOptions, rocksdb: bool) -> Run {
+    let processor = plan(sql, &inputs(), options).unwrap_or_else(|d| panic!("{sql}: {d:?}"));
+    open(processor, 0, 1, rocksdb)
+}
+
+fn open(mut processor: SqlProcessor, index: usize, peers: usize, rocksdb: bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
+    let state = if rocksdb {
+        StateBackend::RocksDb { dir: dir.path().join("rocksdb") }
+    } else {
+        StateBackend::Memory
+    };
     let dead_letters = dir.path().join("dead.jsonl");
     let sink = DeadLetterSink::new(
         "test",
@@ -62,7 +72,7 @@ fn open(mut processor: SqlProcessor, index: usize, peers: usize) -> Run {
         dead_letters.clone(),
         Arc::new(DeadLetterCounts::default()),
     );
-    let context = ProcessorContext { worker: WorkerPosition { index, peers }, dead_letters: sink };
+    let context = ProcessorContext { worker: WorkerPosition { index, peers }, dead_letters: sink, state };
     processor.open(context).unwrap();
     Run { processor, out: Vec::new(), dead_letters, _dir: dir }
 }
@@ -99,6 +109,7 @@ impl Run {
                     self.dead_letters.with_extension("unused"),
                     Arc::new(DeadLetterCounts::default()),
                 ),
+                state: StateBackend::Memory,
             })
             .unwrap();
         read_lines(&self.dead_letters)
@@ -280,47 +291,65 @@ fn having_where_and_expressions_over_aggregates() {
 
 #[test]
 fn updating_group_by_emits_changed_keys_per_epoch() {
-    let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k";
-    let mut run = start(sql, &PlanOptions::default());
-    let row = |k: &str, n: i64, total: i64| serde_json::json!({"k": k, "n": n, "total": total}).to_string();
-    run.feed(&[(1, "a", 1), (2, "b", 2), (3, "a", 3)]);
-    assert!(run.rows().is_empty(), "rows are emitted at the end of an epoch");
-    run.epoch();
-    assert_eq!(run.rows(), vec![row("a", 2, 4), row("b", 1, 2)]);
-    run.feed(&[(4, "b", 10)]);
-    run.epoch();
-    assert_eq!(run.rows(), vec![row("b", 2, 12)], "only keys changed in the epoch");
-    run.epoch();
-    assert!(run.rows().is_empty());
+    for rocksdb in [false, true] {
+        let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k";
+        let mut run = start_on(sql, &PlanOptions::default(), rocksdb);
+        let row =
+            |k: &str, n: i64, total: i64| serde_json::json!({"k": k, "n": n, "total": total}).to_string();
+        run.feed(&[(1, "a", 1), (2, "b", 2), (3, "a", 3)]);
+        assert!(run.rows().is_empty(), "rows are emitted at the end of an epoch");
+        run.epoch();
+        assert_eq!(run.rows(), vec![row("a", 2, 4), row("b", 1, 2)]);
+        run.feed(&[(4, "b", 10)]);
+        run.feed(&[(5, "b", 1)]);
+        run.epoch();
+        assert_eq!(run.rows(), vec![row("b", 3, 13)], "only keys changed in the epoch");
+        run.epoch();
+        assert!(run.rows().is_empty());
+    }
 }
 
 #[test]
 fn global_aggregate_without_group_by_is_one_updating_row() {
-    let mut run = start("SELECT COUNT(*) AS n FROM events", &PlanOptions::default());
-    run.feed(&[(1, "a", 1), (2, "b", 2)]);
-    run.epoch();
-    assert_eq!(run.rows(), vec![r#"{"n":2}"#.to_owned()]);
+    for rocksdb in [false, true] {
+        let mut run = start_on("SELECT COUNT(*) AS n FROM events", &PlanOptions::default(), rocksdb);
+        run.feed(&[(1, "a", 1), (2, "b", 2)]);
+        run.epoch();
+        assert_eq!(run.rows(), vec![r#"{"n":2}"#.to_owned()]);
+    }
 }
 
 #[test]
 fn state_ttl_forgets_keys_not_updated_for_that_long() {
-    let options = PlanOptions { state_ttl: Some(Duration::from_secs(10)), ..PlanOptions::default() };
-    let sql = "SELECT k, COUNT(*) AS n FROM events GROUP BY k";
-    let mut run = start(sql, &options);
-    run.watermark(0);
-    run.feed(&[(1, "a", 1), (1, "b", 1)]);
-    run.epoch();
-    run.rows();
-    run.watermark(5);
-    run.feed(&[(6, "b", 1)]);
-    run.epoch();
-    run.rows();
-    // a was last updated at watermark 0, b at 5: at 12, a has expired and b has not.
-    run.watermark(12);
-    run.feed(&[(13, "a", 1), (13, "b", 1)]);
-    run.epoch();
-    let row = |k: &str, n: i64| serde_json::json!({"k": k, "n": n}).to_string();
-    assert_eq!(run.rows(), vec![row("a", 1), row("b", 3)]);
+    for rocksdb in [false, true] {
+        let options = PlanOptions { state_ttl: Some(Duration::from_secs(10)), ..PlanOptions::default() };
+        let sql = "SELECT k, COUNT(*) AS n FROM events GROUP BY k";
+        let mut run = start_on(sql, &options, rocksdb);
+        run.watermark(0);
+        run.feed(&[(1, "a", 1), (1, "b", 1)]);
+        run.epoch();
+        run.rows();
+        run.watermark(5);
+        run.feed(&[(6, "b", 1)]);
+        run.epoch();
+        run.rows();
+        // a was last updated at watermark 0, b at 5: at 12, a has expired and b has not.
+        run.watermark(12);
+        let state_before = run.processor.snapshot().unwrap();
+        run.feed(&[(13, "a", 1), (13, "b", 1)]);
+        run.epoch();
+        let row = |k: &str, n: i64| serde_json::json!({"k": k, "n": n}).to_string();
+        assert_eq!(run.rows(), vec![row("a", 1), row("b", 3)], "rocksdb: {rocksdb}");
+        // The snapshot at 12 holds b only: a expired.
+        let keys: usize = state_before
+            .iter()
+            .map(|s| {
+                let reader = arrow::ipc::reader::StreamReader::try_new(&s.bytes[..], None).unwrap();
+                reader.map(|b| b.unwrap().num_rows()).sum::<usize>()
+            })
+            .sum();
+        assert_eq!(keys, 1, "rocksdb: {rocksdb}");
+    }
 }
 
 /// Runs `sql` over `batches` with watermarks after each, snapshotting after `split_at`
@@ -331,9 +360,10 @@ fn run_with_restore(
     batches: &[Vec<(i64, &str, i64)>],
     split_at: usize,
     peers: usize,
+    (rocksdb_before, rocksdb_after): (bool, bool),
 ) -> Vec<String> {
     let planned = plan(sql, &inputs(), &PlanOptions::default()).unwrap();
-    let mut first = open(planned.clone(), 0, 1);
+    let mut first = open(planned.clone(), 0, 1, rocksdb_before);
     let mut out = Vec::new();
     for (i, rows) in batches[..split_at].iter().enumerate() {
         first.feed(rows);
@@ -343,7 +373,8 @@ fn run_with_restore(
     out.append(&mut first.out);
     let states: Vec<KeyGroupState> = first.processor.snapshot().unwrap();
     assert!(!states.is_empty());
-    let mut workers: Vec<Run> = (0..peers).map(|index| open(planned.clone(), index, peers)).collect();
+    let mut workers: Vec<Run> =
+        (0..peers).map(|index| open(planned.clone(), index, peers, rocksdb_after)).collect();
     for (index, worker) in workers.iter_mut().enumerate() {
         let owned: Vec<KeyGroupState> = states
             .iter()
@@ -392,13 +423,16 @@ fn snapshot_and_restore_split_over_two_workers_give_the_uninterrupted_output() {
          DESCRIPTOR(ts), INTERVAL '6' SECOND) GROUP BY k, window_start, window_end",
         "SELECT k, COUNT(DISTINCT v) AS kinds, MAX(v) AS hi FROM events GROUP BY k",
     ] {
-        let uninterrupted = run_with_restore(sql, &batches, batches.len(), 1);
+        let uninterrupted = run_with_restore(sql, &batches, batches.len(), 1, (false, false));
         for split_at in 1..batches.len() {
-            assert_eq!(
-                run_with_restore(sql, &batches, split_at, 2),
-                uninterrupted,
-                "{sql} split at {split_at}"
-            );
+            // Memory → memory, and across state backends in both directions.
+            for backends in [(false, false), (false, true), (true, false), (true, true)] {
+                assert_eq!(
+                    run_with_restore(sql, &batches, split_at, 2, backends),
+                    uninterrupted,
+                    "{sql} split at {split_at}, rocksdb before/after: {backends:?}"
+                );
+            }
         }
     }
 }
@@ -463,7 +497,7 @@ fn tumble_columns_are_computed_per_row_for_stateless_queries() {
                INTERVAL '10' SECOND)) AS w WHERE w.v > 1";
     let processor = plan(sql, &inputs(), &PlanOptions::default()).unwrap();
     assert!(!processor.is_stateful());
-    let mut run = open(processor, 0, 1);
+    let mut run = open(processor, 0, 1, false);
     run.feed(&[(1, "a", 1), (19, "b", 2)]);
     let expected = serde_json::json!({"k": "b", "window_start": t(10), "window_end": t(20)}).to_string();
     assert_eq!(run.rows(), vec![expected]);

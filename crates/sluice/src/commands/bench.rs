@@ -5,6 +5,7 @@
 //! generator alone feeding the blackhole (`gen`), at the same worker count and checkpoint
 //! setting. With `--checkpoints`, every query also runs with checkpoints every given interval
 //! (to a temporary local directory), and the table adds their count, median duration and size.
+//! With `--state-backends memory,rocksdb`, every measurement runs with each state backend.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use sluice_runtime::checkpoint::{CheckpointOptions, RestoreFrom};
+use sluice_runtime::processor::StateBackend;
 use sluice_runtime::{RunOptions, Runtime, Topology};
+use sluice_spec::StateBackendKind;
 use sluice_state::StoreOptions;
 
 use crate::plan::plan;
@@ -38,6 +41,9 @@ pub struct BenchArgs {
     /// Checkpoint settings to measure, comma-separated: `off` or an interval such as `10s`.
     #[arg(long, value_delimiter = ',', default_value = "off")]
     pub checkpoints: Vec<String>,
+    /// State backends to measure, comma-separated: `memory`, `rocksdb`.
+    #[arg(long, value_delimiter = ',', default_value = "memory")]
+    pub state_backends: Vec<StateBackendKind>,
     /// Kafka: records in the throughput topic.
     #[arg(long, default_value_t = 500_000)]
     pub records: u64,
@@ -87,6 +93,9 @@ pub enum Query {
     Q7,
     /// New users: persons who opened an auction in the same 10 s window (window join).
     Q8,
+    /// Not a Nexmark query: bids and top price per auction, an updating aggregate (GROUP BY
+    /// without a window) whose state grows with the number of auctions.
+    Agg,
 }
 
 impl Query {
@@ -100,6 +109,7 @@ impl Query {
             Query::Q5 => "q5",
             Query::Q7 => "q7",
             Query::Q8 => "q8",
+            Query::Agg => "agg",
         }
     }
 
@@ -141,6 +151,9 @@ impl Query {
                  JOIN (SELECT * FROM TABLE(TUMBLE(TABLE nexmark.auction, DESCRIPTOR(date_time), INTERVAL '10' SECOND))) A \
                  ON P.id = A.seller AND P.window_start = A.window_start AND P.window_end = A.window_end",
             ),
+            Query::Agg => {
+                Some("SELECT auction, COUNT(*) AS bids, MAX(price) AS top FROM nexmark.bid GROUP BY auction")
+            }
         }
     }
 
@@ -210,7 +223,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.checkpoints.iter().map(|s| checkpoint_interval(s)).collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(query) = args.child {
         let workers = args.workers.first().copied().unwrap_or(1);
-        let measurement = measure(query, args.events, workers, settings.first().copied().flatten())?;
+        let backend = args.state_backends.first().copied().unwrap_or(StateBackendKind::Memory);
+        let measurement = measure(query, args.events, workers, settings.first().copied().flatten(), backend)?;
         println!("{}", serde_json::to_string(&measurement)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -223,10 +237,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.runs
     );
     println!(
-        "{:<6} {:>7} {:>6} {:>14} {:>14} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}",
+        "{:<6} {:>7} {:>6} {:>7} {:>14} {:>14} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}",
         "query",
         "workers",
         "ckpt",
+        "state",
         "events/s",
         "rows out/s",
         "seconds",
@@ -236,44 +251,51 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "ckpt ms",
         "ckpt KB"
     );
+    let mut combinations = Vec::new();
     for &workers in &args.workers {
         for (&interval, setting) in settings.iter().zip(&args.checkpoints) {
-            let mut baseline = None;
-            for &query in &args.queries {
-                let mut runs = (0..args.runs)
-                    .map(|_| measure_in_child(query, args.events, workers, setting))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-                let median = &runs[runs.len() / 2];
-                let rate = median.events as f64 / median.seconds;
-                if query == Query::Gen {
-                    baseline = Some(rate);
-                }
-                let ratio = baseline.map_or("-".to_owned(), |base| format!("{:.2}", rate / base));
-                let peak = runs.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
-                let (checkpoints, ms, kb) = match interval {
-                    None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
-                    Some(_) => (
-                        median.checkpoints.to_string(),
-                        median.checkpoint_ms.to_string(),
-                        format!("{:.0}", median.checkpoint_bytes as f64 / 1024.0),
-                    ),
-                };
-                println!(
-                    "{:<6} {:>7} {:>6} {:>14} {:>14} {:>9.3} {:>7} {:>8.0} {:>6} {:>9} {:>10}",
-                    query.name(),
-                    workers,
-                    setting,
-                    count(rate as u64),
-                    count((median.rows_out as f64 / median.seconds) as u64),
-                    median.seconds,
-                    ratio,
-                    peak,
-                    checkpoints,
-                    ms,
-                    kb
-                );
+            for &backend in &args.state_backends {
+                combinations.push((workers, interval, setting, backend));
             }
+        }
+    }
+    for (workers, interval, setting, backend) in combinations {
+        let mut baseline = None;
+        for &query in &args.queries {
+            let mut runs = (0..args.runs)
+                .map(|_| measure_in_child(query, args.events, workers, setting, backend))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let median = &runs[runs.len() / 2];
+            let rate = median.events as f64 / median.seconds;
+            if query == Query::Gen {
+                baseline = Some(rate);
+            }
+            let ratio = baseline.map_or("-".to_owned(), |base| format!("{:.2}", rate / base));
+            let peak = runs.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+            let (checkpoints, ms, kb) = match interval {
+                None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+                Some(_) => (
+                    median.checkpoints.to_string(),
+                    median.checkpoint_ms.to_string(),
+                    format!("{:.0}", median.checkpoint_bytes as f64 / 1024.0),
+                ),
+            };
+            println!(
+                "{:<6} {:>7} {:>6} {:>7} {:>14} {:>14} {:>9.3} {:>7} {:>8.0} {:>6} {:>9} {:>10}",
+                query.name(),
+                workers,
+                setting,
+                backend.name(),
+                count(rate as u64),
+                count((median.rows_out as f64 / median.seconds) as u64),
+                median.seconds,
+                ratio,
+                peak,
+                checkpoints,
+                ms,
+                kb
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -284,12 +306,13 @@ fn measure_in_child(
     events: u64,
     workers: usize,
     checkpoints: &str,
+    backend: StateBackendKind,
 ) -> anyhow::Result<Measurement> {
     let exe = std::env::current_exe().context("locating the sluice binary")?;
     let output = Command::new(exe)
         .args(["bench", "nexmark", "--child", query.name()])
         .args(["--events", &events.to_string(), "--workers", &workers.to_string()])
-        .args(["--checkpoints", checkpoints])
+        .args(["--checkpoints", checkpoints, "--state-backends", backend.name()])
         .output()
         .context("starting a benchmark child process")?;
     if !output.status.success() {
@@ -307,13 +330,18 @@ fn measure(
     events: u64,
     workers: usize,
     interval: Option<Duration>,
+    backend: StateBackendKind,
 ) -> anyhow::Result<Measurement> {
-    let planned = plan(&query.spec(events), std::path::Path::new(".")).map_err(|diagnostics| {
+    let mut planned = plan(&query.spec(events), std::path::Path::new(".")).map_err(|diagnostics| {
         anyhow::anyhow!(
             "benchmark spec is invalid: {}",
             diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
         )
     })?;
+    let local_state = tempfile::tempdir().context("creating a state directory")?;
+    if backend == StateBackendKind::RocksDb {
+        planned.graph.state_backend = StateBackend::RocksDb { dir: local_state.path().to_owned() };
+    }
     let runtime = Runtime::new(planned.graph)?;
     let state = tempfile::tempdir().context("creating a checkpoint directory")?;
     let checkpoints = interval.map(|interval| CheckpointOptions {

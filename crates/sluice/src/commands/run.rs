@@ -11,9 +11,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use sluice_runtime::checkpoint::{CheckpointOptions, RestoreFrom};
 use sluice_runtime::{RunOptions, Runtime, Topology};
+use sluice_spec::StateBackendKind;
 use sluice_state::{CheckpointKind, StoreOptions};
 
-use crate::plan::{Planned, plan_file, resolve};
+use crate::plan::{Planned, plan_file, resolve, state_backend};
 use crate::report::{LiveStatus, print_summary};
 
 /// Arguments of `sluice run`.
@@ -56,6 +57,9 @@ pub struct RunArgs {
     /// When stopped (Ctrl-C or SIGTERM), also write the final checkpoint as a savepoint here.
     #[arg(long, value_name = "LOCATION")]
     pub stop_with_savepoint: Option<String>,
+    /// Keep keyed state in `memory` or `rocksdb` (overrides the spec's `state.backend`).
+    #[arg(long, value_name = "BACKEND")]
+    pub state_backend: Option<StateBackendKind>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -98,7 +102,7 @@ impl RunArgs {
 /// Runs `sluice run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let topology = args.topology()?;
-    let planned = match plan_file(&args.pipeline) {
+    let mut planned = match plan_file(&args.pipeline) {
         Ok(planned) => planned,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
@@ -109,6 +113,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let name = planned.spec.name.clone();
+    if let Some(backend) = args.state_backend {
+        planned.graph.state_backend = state_backend(backend, &planned.spec.state, &planned.base_dir);
+    }
     let checkpoints = checkpoint_options(&args, &planned)?;
     let runtime = Runtime::new(planned.graph).context("preparing the pipeline")?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,6 +10,7 @@ mod lifecycle;
 mod parallel;
 mod postgres;
 mod recovery;
+mod state_backend;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 
 use crate::batch::Mark;
 use crate::error::{Error, Result};
-use crate::processor::EventTime;
+use crate::processor::{END_OF_TIME, EventTime};
 
 /// How a source derives watermarks from its records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,8 @@ impl SourceWatermark {
 
 /// Merges the marks arriving on an operator's inputs into one watermark: the minimum over
 /// inputs of the minimum over each input's senders. A sender not heard from yet holds the
-/// watermark back; an idle sender (or input) does not.
+/// watermark back; an idle sender (or input) does not, except from [`END_OF_TIME`]: the end of
+/// the input needs every sender's end, since an idle sender may still send records.
 #[derive(Debug, Clone)]
 pub struct WatermarkTracker {
     inputs: Vec<InputMarks>,
@@ -211,17 +212,23 @@ impl WatermarkTracker {
     /// The merged state of all inputs now.
     pub fn merged(&self) -> Merged {
         let mut lowest: Option<EventTime> = None;
-        let mut any_active = false;
+        let (mut any_active, mut any_idle) = (false, false);
         for input in &self.inputs {
             if input.senders.len() < input.expected {
                 return Merged::Pending;
             }
-            for watermark in input.senders.values().flatten() {
-                any_active = true;
-                lowest = Some(lowest.map_or(*watermark, |low| low.min(*watermark)));
+            for watermark in input.senders.values() {
+                match watermark {
+                    Some(watermark) => {
+                        any_active = true;
+                        lowest = Some(lowest.map_or(*watermark, |low| low.min(*watermark)));
+                    }
+                    None => any_idle = true,
+                }
             }
         }
         match (any_active, lowest) {
+            (true, Some(END_OF_TIME)) if any_idle => Merged::Idle,
             (true, Some(watermark)) => Merged::At(watermark),
             _ => Merged::Idle,
         }
@@ -278,6 +285,24 @@ mod tests {
         assert_eq!(tracker.announcement(3), Some(mark(3, None)));
         assert_eq!(tracker.observe(0, mark(1, Some(5))), None, "behind the current watermark");
         assert_eq!(tracker.observe(0, mark(1, Some(15))), Some(15));
+    }
+
+    #[test]
+    fn the_end_needs_every_sender_even_idle_ones() {
+        // A source without event time sends idle marks; one of its senders ends while the
+        // others still send records: that is not the end of the input.
+        let mut tracker = WatermarkTracker::new(vec![2, 1], None);
+        tracker.observe(0, mark(0, None));
+        tracker.observe(0, mark(1, None));
+        tracker.observe(1, mark(0, None));
+        assert_eq!(tracker.observe(0, mark(0, Some(END_OF_TIME))), None);
+        assert_eq!(tracker.merged(), Merged::Idle);
+        assert_eq!(tracker.observe(1, mark(0, Some(END_OF_TIME))), None, "input 0 sender 1 is still idle");
+        assert_eq!(tracker.observe(0, mark(1, Some(END_OF_TIME))), Some(END_OF_TIME));
+        // Finite watermarks still pass idle senders by.
+        let mut tracker = WatermarkTracker::new(vec![2], None);
+        tracker.observe(0, mark(0, None));
+        assert_eq!(tracker.observe(0, mark(1, Some(42))), Some(42));
     }
 
     #[test]

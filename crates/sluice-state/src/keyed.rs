@@ -120,6 +120,39 @@ impl KeyedStore {
         Ok(())
     }
 
+    /// Calls `visit(key, value)` for every entry of key group `group` whose key starts with
+    /// `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        group: u32,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let start = stored_key(group, prefix);
+        for entry in self.db().iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = entry.map_err(|e| local_error(&self.dir, format!("scan failed: {e}")))?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            visit(&key[2..], &value)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every entry.
+    pub fn clear(&self) -> Result<()> {
+        let mut keys = Vec::new();
+        for entry in self.db().iterator(IteratorMode::Start) {
+            let (key, _) = entry.map_err(|e| local_error(&self.dir, format!("scan failed: {e}")))?;
+            keys.push(key);
+        }
+        let mut batch = WriteBatch::default();
+        keys.iter().for_each(|key| batch.delete(key));
+        self.db()
+            .write_opt(batch, &self.write)
+            .map_err(|e| local_error(&self.dir, format!("write failed: {e}")))
+    }
+
     /// Approximate size of the state in bytes: live data on disk plus memtables.
     pub fn size(&self) -> u64 {
         let property = |name: &str| self.db().property_int_value(name).ok().flatten().unwrap_or(0);
@@ -186,6 +219,32 @@ mod tests {
                 (300, b"a".to_vec(), b"3".to_vec()),
             ]
         );
+        let mut in_group_7 = Vec::new();
+        store
+            .scan_prefix(7, b"", |key, value| {
+                in_group_7.push((key.to_vec(), value.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(in_group_7, vec![(b"b".to_vec(), b"2".to_vec())]);
+        store.write([(7, &b"ba"[..], Some(&b"4"[..])), (7, &b"c"[..], Some(&b"5"[..]))]).unwrap();
+        let mut prefixed = Vec::new();
+        store
+            .scan_prefix(7, b"b", |key, _| {
+                prefixed.push(key.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(prefixed, vec![b"b".to_vec(), b"ba".to_vec()]);
+        store.clear().unwrap();
+        let mut left = 0;
+        store
+            .scan(|_, _, _| {
+                left += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(left, 0);
         drop(store);
         assert!(!path.exists(), "the working directory is removed with the store");
     }

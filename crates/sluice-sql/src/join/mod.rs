@@ -12,7 +12,8 @@
 //!   its window's end, and a LEFT join emits unmatched rows then;
 //! - an interval join (`a.ts BETWEEN b.ts - INTERVAL ... AND b.ts + INTERVAL ...`) keeps a row
 //!   until no row of the other side within the bounds can arrive;
-//! - a regular inner join keeps rows until their key has not been updated for `state_ttl`;
+//! - a regular join keeps rows until their key has not been updated for `state_ttl` (in RocksDB
+//!   with `state.backend: rocksdb`, see [`stored`]);
 //! - a lookup join ([`lookup`]) reads the other side from a [`LookupTable`] through a cache and
 //!   keeps no state at all.
 //!
@@ -20,6 +21,7 @@
 
 mod lookup;
 mod output;
+mod stored;
 mod stream;
 mod system_time;
 mod timing;

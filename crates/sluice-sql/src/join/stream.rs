@@ -7,6 +7,14 @@
 //!
 //! State is snapshotted per key group, each group's rows of both sides as Arrow IPC, so it can
 //! be restored at another parallelism.
+//!
+//! With `state.backend: rocksdb`, a regular join (always inner: the planner rejects outer
+//! joins without a time bound) keeps its rows in RocksDB instead (see [`super::stored`]);
+//! window and interval joins stay in memory, since the watermark bounds them. The stored join
+//! gives the same results: a key whose rows the state TTL has expired matches nothing from the
+//! moment the watermark passes its expiry, as in memory, while the rows themselves are deleted
+//! by a sweep at most once per half TTL and before a new row of the same key is kept.
+//! Snapshots have the same format with either backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
@@ -22,11 +30,12 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use sluice_runtime::dead_letter::{DeadLetter, DeadLetterSink};
 use sluice_runtime::exchange::key_group;
 use sluice_runtime::processor::{
-    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext,
+    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, StateBackend,
 };
 use sluice_runtime::{Error, Result};
 
 use super::output::{Output, take_rows};
+use super::stored::{Change, KeptRow as StoredRow, StoredRows};
 use super::timing::{Timing, times};
 use super::{KeyExprs, Side, failed};
 use crate::PlanOptions;
@@ -308,13 +317,27 @@ type KeptRow = ((u32, u32), i64);
 pub(crate) struct StreamJoin {
     plan: Arc<StreamJoinPlan>,
     state: [SideState; 2],
+    /// A regular join's rows in RocksDB, instead of `state`.
+    stored: Option<StoredRows>,
+    /// The first watermark, which rows kept before it count as their update time.
+    first_watermark: Option<EventTime>,
+    /// The horizon of the last sweep of expired stored rows.
+    last_sweep: i64,
     watermark: Option<EventTime>,
     dead_letters: Option<DeadLetterSink>,
 }
 
 impl StreamJoin {
     pub(crate) fn new(plan: Arc<StreamJoinPlan>) -> Self {
-        Self { plan, state: Default::default(), watermark: None, dead_letters: None }
+        Self {
+            plan,
+            state: Default::default(),
+            stored: None,
+            first_watermark: None,
+            last_sweep: i64::MIN,
+            watermark: None,
+            dead_letters: None,
+        }
     }
 
     /// The watermark that state follows: the input watermark minus the allowed lateness.
@@ -521,14 +544,11 @@ impl StreamJoin {
         }
         let mut states = Vec::with_capacity(groups.len());
         for (key_group, sides) in groups {
-            let mut bytes = vec![SNAPSHOT_VERSION];
-            bytes.extend(self.watermark.unwrap_or(i64::MIN).to_le_bytes());
-            for (side, rows) in sides.iter().enumerate() {
-                let encoded = if rows.is_empty() { Vec::new() } else { self.encode(side, rows)? };
-                bytes.extend((encoded.len() as u64).to_le_bytes());
-                bytes.extend(encoded);
+            let mut encoded = [Vec::new(), Vec::new()];
+            for (side, rows) in sides.iter().enumerate().filter(|(_, rows)| !rows.is_empty()) {
+                encoded[side] = self.encode(side, rows)?;
             }
-            states.push(KeyGroupState { key_group, bytes });
+            states.push(KeyGroupState { key_group, bytes: key_group_bytes(self.watermark, encoded) });
         }
         Ok(states)
     }
@@ -543,14 +563,7 @@ impl StreamJoin {
         let matched: BooleanArray =
             refs.iter().map(|(c, r)| Some(state.chunk(*c).matched[*r as usize])).collect();
         let updated: Int64Array = rows.iter().map(|(_, u)| *u).collect();
-        let schema = snapshot_schema(&self.plan.sides[side].schema);
-        let mut columns = batch.columns().to_vec();
-        columns.extend([Arc::new(time) as ArrayRef, Arc::new(matched), Arc::new(updated)]);
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
-        writer.write(&batch)?;
-        writer.finish()?;
-        Ok(writer.into_inner()?)
+        encode_side(&self.plan.sides[side].schema, batch.columns().to_vec(), time, matched, updated)
     }
 
     fn restore_group(&mut self, state: &KeyGroupState) -> DfResult<()> {
@@ -596,6 +609,9 @@ impl StreamJoin {
         let matched: Vec<bool> =
             datafusion::common::cast::as_boolean_array(&matched)?.values().iter().collect();
         let updated = datafusion::common::cast::as_int64_array(&updated)?.values().to_vec();
+        if self.stored.is_some() {
+            return self.stored_restore(side, &rows, &probe, &matched, &updated);
+        }
         let plan = Arc::clone(&self.plan);
         let state = &mut self.state[side];
         let chunk = state.add_chunk(rows, time.clone(), matched);
@@ -610,6 +626,231 @@ impl StreamJoin {
         }
         Ok(())
     }
+}
+
+/// The regular join over [`StoredRows`] (`state.backend: rocksdb`); see the module documentation.
+impl StreamJoin {
+    fn stored(&self) -> DfResult<&StoredRows> {
+        self.stored.as_ref().ok_or_else(|| DataFusionError::Internal("join state is not in RocksDB".into()))
+    }
+
+    fn stored_batch(&mut self, side: usize, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> DfResult<()> {
+        let plan = Arc::clone(&self.plan);
+        let probe = plan.probe(side, &batch)?;
+        let horizon = self.horizon();
+        let other = 1 - side;
+        // The batch's rows by key; rows with a NULL key match nothing, ever, and an inner join
+        // does not keep them.
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut keys: Vec<(u32, &[u8], Vec<u32>)> = Vec::new();
+        for row in 0..batch.num_rows() {
+            if !probe.valid[row] {
+                continue;
+            }
+            let key = probe.keys.row(row).data();
+            let at = *index.entry(key).or_insert_with(|| {
+                keys.push((key_group(probe.hashes[row]) as u32, key, Vec::new()));
+                keys.len() - 1
+            });
+            keys[at].2.push(row as u32);
+        }
+        let stored = self.stored()?;
+        let alive = |rows: &[StoredRow]| alive(rows, plan.ttl, self.first_watermark, horizon);
+        let (mut partners, mut new_rows, mut pairs_with) = (Vec::new(), Vec::new(), Vec::new());
+        let mut changes: Vec<Change> = Vec::new();
+        for (group, key, rows) in &keys {
+            let found = stored.rows_of(*group, other, key)?;
+            if !found.is_empty() && alive(&found) {
+                let first = partners.len() as u32;
+                partners.extend(found);
+                for row in rows {
+                    for partner in first..partners.len() as u32 {
+                        new_rows.push(*row);
+                        pairs_with.push(partner);
+                    }
+                }
+            }
+            if plan.ttl.is_some() {
+                // The TTL may have expired this key's own rows: they go before it gets new ones.
+                let own = stored.rows_of(*group, side, key)?;
+                if !own.is_empty() && !alive(&own) {
+                    changes.extend(own.into_iter().map(|row| (*group, row.id, None)));
+                }
+            }
+        }
+        if !new_rows.is_empty() {
+            let theirs = stored.decode(other, partners.iter().map(|row| row.row.as_slice()))?;
+            let picks = arrow::array::UInt32Array::from(pairs_with.clone());
+            let theirs = theirs
+                .iter()
+                .map(|column| arrow::compute::take(column, &picks, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mine = take_rows(&batch, &new_rows)?;
+            let joined =
+                if side == 0 { plan.output.pairs(mine, theirs)? } else { plan.output.pairs(theirs, mine)? };
+            let mask = plan.output.residual(&joined)?;
+            plan.output.emit(arrow::compute::filter_record_batch(&joined, &mask)?, out)?;
+        }
+        let encoded = stored.encode(side, &batch)?;
+        let updated = self.watermark.unwrap_or(i64::MIN);
+        let stored = self.stored.as_mut().ok_or_else(|| DataFusionError::Internal("no join state".into()))?;
+        for (group, key, rows) in &keys {
+            for row in rows {
+                let row = *row as usize;
+                changes.push(stored.insert(*group, side, key, false, updated, encoded.row(row).data()));
+            }
+        }
+        stored.write(&changes)
+    }
+
+    fn stored_watermark(&mut self, watermark: EventTime) -> DfResult<()> {
+        self.watermark = Some(watermark);
+        if watermark == END_OF_TIME {
+            // Nothing can match any more.
+            return self.stored()?.clear();
+        }
+        let (Some(ttl), Some(horizon)) = (self.plan.ttl, self.horizon()) else { return Ok(()) };
+        if horizon.saturating_sub(self.last_sweep) >= (ttl / 2).max(1) {
+            self.sweep(horizon)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows of keys the TTL has expired at `horizon`.
+    fn sweep(&mut self, horizon: i64) -> DfResult<()> {
+        let stored = self.stored()?;
+        let alive = |rows: &[StoredRow]| alive(rows, self.plan.ttl, self.first_watermark, Some(horizon));
+        let mut changes: Vec<Change> = Vec::new();
+        let flush = |group: u32, rows: &mut Vec<StoredRow>, changes: &mut Vec<Change>| {
+            if !alive(rows) {
+                changes.extend(rows.drain(..).map(|row| (group, row.id, None)));
+            }
+            rows.clear();
+        };
+        let mut current: Option<(u32, usize, Vec<u8>)> = None;
+        let mut rows = Vec::new();
+        stored.scan(|group, side, key, row| {
+            if current.as_ref().is_some_and(|(g, s, k)| (*g, *s, k.as_slice()) != (group, side, key)) {
+                let (g, _, _) = current.take().expect("invariant: checked just above");
+                flush(g, &mut rows, &mut changes);
+            }
+            if current.is_none() {
+                current = Some((group, side, key.to_vec()));
+            }
+            rows.push(row);
+            Ok(())
+        })?;
+        if let Some((group, _, _)) = current {
+            flush(group, &mut rows, &mut changes);
+        }
+        stored.write(&changes)?;
+        self.last_sweep = horizon;
+        Ok(())
+    }
+
+    /// The stored rows in the in-memory join's snapshot format.
+    fn stored_snapshot(&self) -> DfResult<Vec<KeyGroupState>> {
+        let stored = self.stored()?;
+        let plan = &self.plan;
+        let stamp = |updated: i64| {
+            if updated == i64::MIN { self.first_watermark.unwrap_or(updated) } else { updated }
+        };
+        let encode = |side: usize, rows: &[StoredRow]| -> DfResult<Vec<u8>> {
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let columns = stored.decode(side, rows.iter().map(|row| row.row.as_slice()))?;
+            let time = Int64Array::from(vec![0; rows.len()]);
+            let matched: BooleanArray = rows.iter().map(|row| Some(row.matched)).collect();
+            let updated: Int64Array = rows.iter().map(|row| stamp(row.updated)).collect();
+            encode_side(&plan.sides[side].schema, columns, time, matched, updated)
+        };
+        let mut states = Vec::new();
+        let mut current: Option<(u32, [Vec<StoredRow>; 2])> = None;
+        let mut finish = |group: u32, sides: [Vec<StoredRow>; 2]| -> DfResult<()> {
+            let encoded = [encode(0, &sides[0])?, encode(1, &sides[1])?];
+            states.push(KeyGroupState { key_group: group, bytes: key_group_bytes(self.watermark, encoded) });
+            Ok(())
+        };
+        stored.scan(|group, side, _, row| {
+            if current.as_ref().is_some_and(|(g, _)| *g != group) {
+                let (g, sides) = current.take().expect("invariant: checked just above");
+                finish(g, sides)?;
+            }
+            current.get_or_insert_with(|| (group, Default::default())).1[side].push(row);
+            Ok(())
+        })?;
+        if let Some((group, sides)) = current {
+            finish(group, sides)?;
+        }
+        Ok(states)
+    }
+
+    /// Keeps restored rows of `side` in RocksDB.
+    fn stored_restore(
+        &mut self,
+        side: usize,
+        rows: &RecordBatch,
+        probe: &Probe,
+        matched: &[bool],
+        updated: &[i64],
+    ) -> DfResult<()> {
+        let stored = self.stored.as_mut().ok_or_else(|| DataFusionError::Internal("no join state".into()))?;
+        let encoded = stored.encode(side, rows)?;
+        let changes: Vec<Change> = (0..rows.num_rows())
+            .map(|row| {
+                let group = key_group(probe.hashes[row]) as u32;
+                stored.insert(
+                    group,
+                    side,
+                    probe.keys.row(row).data(),
+                    matched[row],
+                    updated[row],
+                    encoded.row(row).data(),
+                )
+            })
+            .collect();
+        stored.write(&changes)
+    }
+}
+
+/// Whether a key whose kept rows on one side are `rows` is still alive at `horizon`: the state
+/// TTL has not expired it (rows kept before the first watermark count as updated at it).
+fn alive(rows: &[StoredRow], ttl: Option<i64>, first_watermark: Option<i64>, horizon: Option<i64>) -> bool {
+    let (Some(ttl), Some(horizon)) = (ttl, horizon) else { return true };
+    let stamp = |updated: i64| if updated == i64::MIN { first_watermark.unwrap_or(updated) } else { updated };
+    let updated = rows.iter().map(|row| stamp(row.updated)).max().unwrap_or(i64::MIN);
+    updated == i64::MIN || updated.saturating_add(ttl) > horizon
+}
+
+/// One side's kept rows as an IPC stream: its columns, then each row's time, matched flag and
+/// its key's update time.
+fn encode_side(
+    schema: &SchemaRef,
+    mut columns: Vec<ArrayRef>,
+    time: Int64Array,
+    matched: BooleanArray,
+    updated: Int64Array,
+) -> DfResult<Vec<u8>> {
+    let schema = snapshot_schema(schema);
+    columns.extend([Arc::new(time) as ArrayRef, Arc::new(matched), Arc::new(updated)]);
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+    writer.write(&batch)?;
+    writer.finish()?;
+    Ok(writer.into_inner()?)
+}
+
+/// A snapshot of one key group: format version, watermark, then each side's IPC stream with
+/// its length (empty for no rows).
+fn key_group_bytes(watermark: Option<EventTime>, sides: [Vec<u8>; 2]) -> Vec<u8> {
+    let mut bytes = vec![SNAPSHOT_VERSION];
+    bytes.extend(watermark.unwrap_or(i64::MIN).to_le_bytes());
+    for encoded in sides {
+        bytes.extend((encoded.len() as u64).to_le_bytes());
+        bytes.extend(encoded);
+    }
+    bytes
 }
 
 fn snapshot_schema(side: &SchemaRef) -> SchemaRef {
@@ -631,7 +872,11 @@ impl Processor for StreamJoin {
                 continue;
             }
             for rows in self.plan.sides[side].rows(&batch)? {
-                self.side_batch(side, rows, out)?;
+                if self.stored.is_some() {
+                    self.stored_batch(side, rows, out).map_err(|e| failed("SQL join", &e))?;
+                } else {
+                    self.side_batch(side, rows, out)?;
+                }
             }
         }
         Ok(())
@@ -650,6 +895,13 @@ impl Processor for StreamJoin {
     }
 
     fn open(&mut self, context: ProcessorContext) -> Result<()> {
+        if let (Timing::Unbounded, StateBackend::RocksDb { dir }, None) =
+            (&self.plan.timing, &context.state, &self.stored)
+        {
+            let schemas = [&self.plan.sides[0].schema, &self.plan.sides[1].schema];
+            let stored = StoredRows::open(dir, schemas).map_err(|e| Error::user(e.to_string()))?;
+            self.stored = Some(stored);
+        }
         self.dead_letters = Some(context.dead_letters);
         Ok(())
     }
@@ -660,13 +912,18 @@ impl Processor for StreamJoin {
         }
         if self.watermark.is_none() && watermark != END_OF_TIME {
             self.stamp_first_updates(watermark);
+            self.first_watermark = Some(watermark);
+        }
+        if self.stored.is_some() {
+            return self.stored_watermark(watermark).map_err(|e| failed("SQL join", &e));
         }
         self.watermark = Some(watermark);
         self.expire(out).map_err(|e| failed("SQL join", &e))
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
-        self.snapshot_groups().map_err(|e| Error::internal(format!("join snapshot failed: {e}")))
+        let states = if self.stored.is_some() { self.stored_snapshot() } else { self.snapshot_groups() };
+        states.map_err(|e| Error::internal(format!("join snapshot failed: {e}")))
     }
 
     fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {
@@ -677,6 +934,9 @@ impl Processor for StreamJoin {
     }
 
     fn state_size(&self) -> usize {
-        self.state.iter().map(|s| s.bytes + s.rows * 16).sum()
+        match &self.stored {
+            Some(stored) => stored.size(),
+            None => self.state.iter().map(|s| s.bytes + s.rows * 16).sum(),
+        }
     }
 }

@@ -11,8 +11,10 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 use serde_json::{Value, json};
+use sluice_runtime::connector::WorkerPosition;
+use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
 use sluice_runtime::exchange::{key_group, worker_for_key_group};
-use sluice_runtime::processor::{END_OF_TIME, LookupTable, Processor};
+use sluice_runtime::processor::{END_OF_TIME, LookupTable, Processor, ProcessorContext, StateBackend};
 
 use crate::{Diagnostic, PlanOptions, SqlInput, SqlLookup, SqlProcessor, plan};
 
@@ -62,6 +64,30 @@ fn error(sql: &str, inputs: &[SqlInput]) -> Diagnostic {
 enum Event {
     Batch(usize, RecordBatch),
     Watermark(i64),
+}
+
+/// Opens `processor` with its state in memory, or in RocksDB under `dir` if `rocksdb`.
+fn open_on(processor: &mut dyn Processor, rocksdb: bool, dir: &std::path::Path) {
+    let state = if rocksdb {
+        StateBackend::RocksDb { dir: dir.join(format!("rocksdb-{}", rand_suffix())) }
+    } else {
+        StateBackend::Memory
+    };
+    let dead_letters = DeadLetterSink::new(
+        "test",
+        "join",
+        OnError::Drop,
+        dir.join("dead-letters.jsonl"),
+        Arc::new(DeadLetterCounts::default()),
+    );
+    let worker = WorkerPosition { index: 0, peers: 1 };
+    processor.open(ProcessorContext { worker, dead_letters, state }).unwrap();
+}
+
+/// A distinct suffix per call, so that instances opened in one test get their own folders.
+fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn run(processor: &mut dyn Processor, events: &[Event]) -> Vec<RecordBatch> {
@@ -145,14 +171,18 @@ fn q3_expected(auctions: &[AuctionRow], persons: &[PersonRow]) -> Vec<String> {
 
 #[test]
 fn regular_inner_join_matches_rows_whichever_side_arrives_first() {
-    let (auctions, persons) = q3_data();
-    let mut processor = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
-    assert!(processor.is_stateful());
-    assert_eq!(processor.key_by().len(), 2);
-    let out = run(&mut processor, &q3_events(&auctions, &persons));
-    let expected = q3_expected(&auctions, &persons);
-    assert!(expected.len() > 5, "{expected:?}");
-    assert_eq!(rows(&out), expected);
+    for rocksdb in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (auctions, persons) = q3_data();
+        let mut processor = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
+        open_on(&mut processor, rocksdb, dir.path());
+        assert!(processor.is_stateful());
+        assert_eq!(processor.key_by().len(), 2);
+        let out = run(&mut processor, &q3_events(&auctions, &persons));
+        let expected = q3_expected(&auctions, &persons);
+        assert!(expected.len() > 5, "{expected:?}");
+        assert_eq!(rows(&out), expected, "rocksdb: {rocksdb}");
+    }
 }
 
 #[test]
@@ -163,14 +193,21 @@ fn snapshot_restored_on_two_workers_by_key_group_equals_an_uninterrupted_run() {
     let expected = rows(&run(&mut whole, &events));
     assert_eq!(expected, q3_expected(&auctions, &persons));
 
-    let (before, after) = events.split_at(events.len() / 2);
-    let mut first = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
-    let mut out = run(&mut first, before);
-    let states = first.snapshot().unwrap();
-    assert!(states.len() > 1);
-    assert!(first.state_size() > 0);
-    out.extend(resume_on_two_workers(&first, states, after));
-    assert_eq!(rows(&out), expected);
+    // Memory → memory, and across state backends in both directions.
+    for (before_in_rocksdb, after_in_rocksdb) in [(false, false), (false, true), (true, false), (true, true)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, after) = events.split_at(events.len() / 2);
+        let mut first = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
+        open_on(&mut first, before_in_rocksdb, dir.path());
+        let mut out = run(&mut first, before);
+        let states = first.snapshot().unwrap();
+        assert!(states.len() > 1);
+        assert!(first.state_size() > 0);
+        let backend = after_in_rocksdb.then_some(dir.path());
+        out.extend(resume_on_workers(2, &first, states, after, backend));
+        assert_eq!(rows(&out), expected, "rocksdb before/after: {before_in_rocksdb}/{after_in_rocksdb}");
+    }
 }
 
 /// Restores `states` on two fresh instances (each its own key groups) and runs `events` with
@@ -180,17 +217,22 @@ fn resume_on_two_workers(
     states: Vec<sluice_runtime::processor::KeyGroupState>,
     events: &[Event],
 ) -> Vec<RecordBatch> {
-    resume_on_workers(2, template, states, events)
+    resume_on_workers(2, template, states, events, None)
 }
 
-/// Like [`resume_on_two_workers`], on `peers` instances.
+/// Like [`resume_on_two_workers`], on `peers` instances, with state in RocksDB under `rocksdb`
+/// if given.
 fn resume_on_workers(
     peers: usize,
     template: &dyn Processor,
     states: Vec<sluice_runtime::processor::KeyGroupState>,
     events: &[Event],
+    rocksdb: Option<&std::path::Path>,
 ) -> Vec<RecordBatch> {
     let mut workers: Vec<Box<dyn Processor>> = (0..peers).map(|_| template.clone_box()).collect();
+    if let Some(dir) = rocksdb {
+        workers.iter_mut().for_each(|worker| open_on(worker.as_mut(), true, dir));
+    }
     for (index, worker) in workers.iter_mut().enumerate() {
         let owned =
             states.iter().filter(|s| worker_for_key_group(u64::from(s.key_group), peers) == index).cloned();
@@ -217,10 +259,18 @@ fn resume_on_workers(
 
 #[test]
 fn state_ttl_drops_quiet_keys_in_event_time() {
+    for rocksdb in [false, true] {
+        state_ttl_drops_quiet_keys(rocksdb);
+    }
+}
+
+fn state_ttl_drops_quiet_keys(rocksdb: bool) {
+    let dir = tempfile::tempdir().unwrap();
     let inputs = nexmark_inputs();
     let options = PlanOptions { state_ttl: Some(Duration::from_secs(10)), ..PlanOptions::default() };
     let sql = "SELECT P.name, A.id FROM auction A JOIN person P ON A.seller = P.id";
     let mut processor = planned(sql, &inputs, &options);
+    open_on(&mut processor, rocksdb, dir.path());
     let person =
         |id: i64, name: &str| batch(&inputs[1].schema, &[json!({"id": id, "name": name, "state": "OR"})]);
     let auction = |id: i64, seller: i64| {
@@ -238,11 +288,13 @@ fn state_ttl_drops_quiet_keys_in_event_time() {
     ];
     let out = run(&mut processor, &events);
     let expected = sorted(vec![json!({"name": "early", "id": 10}), json!({"name": "later", "id": 12})]);
-    assert_eq!(rows(&out), expected);
-    let size = processor.state_size();
+    assert_eq!(rows(&out), expected, "rocksdb: {rocksdb}");
+    assert!(!processor.snapshot().unwrap().is_empty());
     run(&mut processor, &[Event::Watermark(40_000)]);
-    assert!(processor.state_size() < size);
-    assert_eq!(processor.state_size(), 0);
+    assert!(processor.snapshot().unwrap().is_empty(), "every key expired; rocksdb: {rocksdb}");
+    if !rocksdb {
+        assert_eq!(processor.state_size(), 0);
+    }
 }
 
 // ---- interval join ----
@@ -475,7 +527,7 @@ fn window_join_restored_on_one_and_two_workers_equals_an_uninterrupted_run() {
         assert!(!states.is_empty());
         for peers in [1, 2] {
             let mut resumed = out.clone();
-            resumed.extend(resume_on_workers(peers, &first, states.clone(), after));
+            resumed.extend(resume_on_workers(peers, &first, states.clone(), after, None));
             assert_eq!(rows(&resumed), expected, "snapshot after {split} events, {peers} workers");
         }
     }

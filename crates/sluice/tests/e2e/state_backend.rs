@@ -1,6 +1,7 @@
-//! The RocksDB state backend through the real binary: an updating GROUP BY whose state lives in
-//! RocksDB survives `kill -9` at seeded moments, and its checkpoints restore into the other
-//! backend at another parallelism. The reference is one uninterrupted run with state in memory.
+//! The RocksDB state backend through the real binary: an updating GROUP BY and a regular join
+//! whose state lives in RocksDB survive `kill -9` at seeded moments, and their checkpoints
+//! restore into the other backend at another parallelism. The reference is one uninterrupted
+//! run with state in memory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use super::*;
 
 /// Nexmark bids at a fixed rate (about 6 s of data) counted per auction: an updating result,
-/// one row per auction each epoch it changes.
+/// one row per auction each epoch it changes; and every auction joined with its seller.
 const SPEC: &str = r#"
 name: bids-per-auction
 epoch_ms: 100
@@ -28,8 +29,14 @@ processors:
     sql: |
       SELECT auction, COUNT(*) AS bids, MAX(price) AS top, COUNT(DISTINCT bidder) AS bidders
       FROM nx.bid GROUP BY auction
+  - name: sellers
+    inputs: [nx.person, nx.auction]
+    sql: |
+      SELECT P.id AS seller, P.name, A.id AS auction, A.reserve
+      FROM nx.person AS P JOIN nx.auction AS A ON P.id = A.seller
 sinks:
   - {name: out, connector: file, inputs: [per_auction], options: {path: out, format: jsonl}}
+  - {name: joined, connector: file, inputs: [sellers], options: {path: joined, format: jsonl}}
 "#;
 
 fn pipeline_dir() -> tempfile::TempDir {
@@ -68,25 +75,54 @@ fn final_rows(dir: &Path) -> BTreeMap<i64, Value> {
     last
 }
 
-fn reference() -> &'static BTreeMap<i64, Value> {
-    static REFERENCE: std::sync::OnceLock<BTreeMap<i64, Value>> = std::sync::OnceLock::new();
+/// The final row per auction, and the joined rows (canonical, sorted).
+type Output = (BTreeMap<i64, Value>, Vec<String>);
+
+fn output(dir: &Path) -> Output {
+    (final_rows(dir), canonical(&read_json_lines(&dir.join("joined"))))
+}
+
+fn reference() -> &'static Output {
+    static REFERENCE: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
     REFERENCE.get_or_init(|| {
         let dir = pipeline_dir();
         finish(start(dir.path(), &["-w", "2", "--state-backend", "memory"]), "uninterrupted run in memory");
-        let rows = final_rows(dir.path());
+        let (rows, joined) = output(dir.path());
         let bids: i64 = rows.values().map(|row| row["bids"].as_i64().unwrap()).sum();
         assert!(
             rows.len() > 1000 && bids > 100_000,
             "a meaningful reference: {} auctions, {bids} bids",
             rows.len()
         );
-        rows
+        // Nexmark makes 3 auctions per 50 events, each sold by a person generated before it:
+        // every auction finds its seller exactly once.
+        let auctions: std::collections::BTreeSet<i64> = read_json_lines(&dir.path().join("joined"))
+            .iter()
+            .map(|row| row["auction"].as_i64().expect("auction"))
+            .collect();
+        assert_eq!(
+            (joined.len(), auctions.len()),
+            (150_000 * 3 / 50, 150_000 * 3 / 50),
+            "joined rows, auctions"
+        );
+        (rows, joined)
     })
 }
 
 fn assert_same_as_reference(dir: &Path, what: &str) {
-    let actual = final_rows(dir);
-    let expected = reference();
+    let (actual, joined) = output(dir);
+    let (expected, expected_joined) = reference();
+    if &joined != expected_joined {
+        let missing = expected_joined.iter().filter(|row| joined.binary_search(row).is_err()).count();
+        let mut unique = joined.clone();
+        unique.dedup();
+        panic!(
+            "{what}: the join committed {} rows, expected {}: {missing} missing, {} duplicated",
+            joined.len(),
+            expected_joined.len(),
+            joined.len() - unique.len()
+        );
+    }
     let differing: Vec<_> =
         expected.iter().filter(|(auction, row)| actual.get(auction) != Some(row)).take(3).collect();
     assert!(
@@ -114,8 +150,10 @@ fn rocksdb_state_survives_kill_9_at_seeded_moments() {
         child.kill().unwrap();
         child.wait().unwrap();
         // The killed run's RocksDB files are still there: state really lived on disk.
-        let database = dir.path().join("rocks/per_auction/worker-0/CURRENT");
-        assert!(database.is_file(), "no RocksDB database at {}", database.display());
+        for operator in ["per_auction", "sellers"] {
+            let database = dir.path().join(format!("rocks/{operator}/worker-0/CURRENT"));
+            assert!(database.is_file(), "no RocksDB database at {}", database.display());
+        }
         kills.push((attempt, delay));
     }
     finish(start(dir.path(), &["-w", "2"]), "the final resumed run");

@@ -14,7 +14,7 @@ mod state_backend;
 mod validate;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -28,6 +28,30 @@ pub fn sluice() -> Command {
 /// Runs `sluice` with `args`, returning its output.
 pub fn run_sluice(args: &[&str], dir: &Path) -> Output {
     sluice().args(args).current_dir(dir).output().expect("start sluice")
+}
+
+/// `sluice run pipeline.yaml -q` with `args` in `dir`, its stderr captured: add environment
+/// variables, then spawn (or use [`spawn_run`]).
+pub fn run_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = sluice();
+    command
+        .args(["run", "pipeline.yaml", "-q"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts `sluice run pipeline.yaml -q` with `args` in `dir`.
+pub fn spawn_run(dir: &Path, args: &[&str]) -> Child {
+    run_command(dir, args).spawn().expect("start sluice")
+}
+
+/// Waits for a run started with [`spawn_run`] and asserts it succeeded.
+pub fn finish_run(child: Child, what: &str) {
+    let output = child.wait_with_output().expect("wait for sluice");
+    assert_success(&output, what);
 }
 
 /// Asserts the process succeeded, showing its stderr otherwise.

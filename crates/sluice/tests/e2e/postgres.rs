@@ -4,7 +4,7 @@
 //! with the tables of an uninterrupted run; and a SQL lookup join against a PostgreSQL table sees changes once its
 //! cache expires. Without PostgreSQL these tests fail, naming it.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -121,26 +121,14 @@ fn pipeline_dir(pg: &Pg) -> tempfile::TempDir {
 }
 
 fn start(dir: &Path) -> Child {
-    sluice()
-        .args(["run", "pipeline.yaml", "-q", "-w", "2"])
-        .env("SLUICE_TEST_PG_URL", URL)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice")
-}
-
-fn finish(child: Child, what: &str) {
-    let output = child.wait_with_output().expect("wait for sluice");
-    assert_success(&output, what);
+    run_command(dir, &["-w", "2"]).env("SLUICE_TEST_PG_URL", URL).spawn().expect("start sluice")
 }
 
 #[test]
 fn a_pipeline_writing_to_postgres_killed_and_resumed_ends_with_the_uninterrupted_tables() {
     let reference = Pg::new();
     let dir = pipeline_dir(&reference);
-    finish(start(dir.path()), "uninterrupted run");
+    finish_run(start(dir.path()), "uninterrupted run");
     let tables = ["picked", "windows", "totals"];
     let expected: Vec<Vec<String>> = tables.iter().map(|table| reference.rows(table)).collect();
     assert!(
@@ -169,7 +157,7 @@ fn a_pipeline_writing_to_postgres_killed_and_resumed_ends_with_the_uninterrupted
             std::thread::sleep(Duration::from_millis(20));
         }
         if ended {
-            finish(child, "a run that ended before its kill");
+            finish_run(child, "a run that ended before its kill");
             break;
         }
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -181,7 +169,7 @@ fn a_pipeline_writing_to_postgres_killed_and_resumed_ends_with_the_uninterrupted
     }
     assert!(kills.len() >= 2, "the pipeline must be killed at least twice: {kills:?}");
     assert!(!pg.rows("picked").is_empty(), "killed runs committed rows before dying");
-    finish(start(dir.path()), "the final resumed run");
+    finish_run(start(dir.path()), "the final resumed run");
     for (table, expected) in tables.iter().zip(&expected) {
         let rows = pg.rows(table);
         let mut unique = rows.clone();

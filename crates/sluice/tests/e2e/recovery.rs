@@ -5,7 +5,7 @@
 //! row for row, that of one uninterrupted run.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sluice_state::testing::{ACCESS_KEY, BUCKET, S3sFs, SECRET_KEY};
@@ -57,28 +57,12 @@ fn committed(dir: &Path) -> (Vec<String>, Vec<String>) {
     )
 }
 
-fn start(dir: &Path, args: &[&str]) -> Child {
-    sluice()
-        .args(["run", "pipeline.yaml", "-q"])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice")
-}
-
-fn finish(child: Child, what: &str) {
-    let output = child.wait_with_output().expect("wait for sluice");
-    assert_success(&output, what);
-}
-
 /// The output of one uninterrupted run, computed once.
 fn reference() -> &'static (Vec<String>, Vec<String>) {
     static REFERENCE: std::sync::OnceLock<(Vec<String>, Vec<String>)> = std::sync::OnceLock::new();
     REFERENCE.get_or_init(|| {
         let dir = pipeline_dir();
-        finish(start(dir.path(), &["-w", "2"]), "uninterrupted run");
+        finish_run(spawn_run(dir.path(), &["-w", "2"]), "uninterrupted run");
         let output = committed(dir.path());
         assert!(
             output.0.len() > 1000 && output.1.len() > 10,
@@ -117,10 +101,10 @@ fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
     let mut restarts = Vec::new();
     for attempt in 0..4 {
         let delay = Duration::from_millis(schedule.next_millis(600, 2_600));
-        let mut child = start(dir.path(), &["-w", "2"]);
+        let mut child = spawn_run(dir.path(), &["-w", "2"]);
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
-            finish(child, "a run that ended before its kill");
+            finish_run(child, "a run that ended before its kill");
             break;
         }
         child.kill().unwrap();
@@ -128,7 +112,7 @@ fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
         restarts.push((attempt, delay));
     }
     let resumed = Instant::now();
-    finish(start(dir.path(), &["-w", "2"]), "the final resumed run");
+    finish_run(spawn_run(dir.path(), &["-w", "2"]), "the final resumed run");
     assert!(restarts.len() >= 2, "seed {seed}: the schedule must kill at least twice: {restarts:?}");
     assert_same_as_reference(dir.path(), &format!("seed {seed}, kills {restarts:?}"));
     eprintln!("killed at {restarts:?}; the last resume ran {:?}", resumed.elapsed());
@@ -151,11 +135,11 @@ fn wait_for_new_checkpoint(child: &mut Child, state: &Path, before: Option<u64>,
 fn run_until_a_checkpoint_then_stop(dir: &Path, args: &[&str], what: &str) {
     let state = dir.join("state");
     let before = latest_checkpoint(&state);
-    let mut child = start(dir, args);
+    let mut child = spawn_run(dir, args);
     wait_for_new_checkpoint(&mut child, &state, before, what);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    finish(child, what);
+    finish_run(child, what);
 }
 
 #[test]
@@ -167,14 +151,14 @@ fn rescaling_through_stops_from_1_to_2_to_3_workers_then_2_processes() {
     let peers = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
     let processes: Vec<Child> = (0..2)
         .map(|id| {
-            start(
+            spawn_run(
                 dir.path(),
                 &["-w", "1", "--processes", "2", "--process-id", &id.to_string(), "--peers", &peers],
             )
         })
         .collect();
     for (id, process) in processes.into_iter().enumerate() {
-        finish(process, &format!("process {id} of 2"));
+        finish_run(process, &format!("process {id} of 2"));
     }
     assert_same_as_reference(dir.path(), "1 → 2 → 3 workers → 2 processes");
 }
@@ -192,7 +176,7 @@ fn a_savepoint_resumes_at_another_parallelism() {
     assert!(Path::new(savepoint).is_dir(), "the savepoint was written");
     // A fresh checkpoint location: only the savepoint carries the state over.
     let args = ["-w", "3", "--from-savepoint", savepoint, "--checkpoint-dir", "state-after-savepoint"];
-    finish(start(dir.path(), &args), "resume from the savepoint");
+    finish_run(spawn_run(dir.path(), &args), "resume from the savepoint");
     assert_same_as_reference(dir.path(), "savepoint at 2 workers, resumed at 3");
 }
 
@@ -222,7 +206,7 @@ fn checkpoints_to_s3_survive_a_kill_9() {
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap();
     child.wait().unwrap();
-    finish(start_s3(&[]), "resume from S3");
+    finish_run(start_s3(&[]), "resume from S3");
     assert!(!dir.path().join("state").exists(), "nothing went to the local default location");
     assert_same_as_reference(dir.path(), "kill -9 with checkpoints on S3");
 }

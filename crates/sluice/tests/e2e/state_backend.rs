@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -45,22 +44,6 @@ fn pipeline_dir() -> tempfile::TempDir {
     dir
 }
 
-fn start(dir: &Path, args: &[&str]) -> Child {
-    sluice()
-        .args(["run", "pipeline.yaml", "-q"])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice")
-}
-
-fn finish(child: Child, what: &str) {
-    let output = child.wait_with_output().expect("wait for sluice");
-    assert_success(&output, what);
-}
-
 /// The final row per auction. Every column only grows, so the final row of a key is its
 /// largest; rows of earlier epochs (and, after a restart, of replayed ones) are older values.
 fn final_rows(dir: &Path) -> BTreeMap<i64, Value> {
@@ -86,7 +69,10 @@ fn reference() -> &'static Output {
     static REFERENCE: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
     REFERENCE.get_or_init(|| {
         let dir = pipeline_dir();
-        finish(start(dir.path(), &["-w", "2", "--state-backend", "memory"]), "uninterrupted run in memory");
+        finish_run(
+            spawn_run(dir.path(), &["-w", "2", "--state-backend", "memory"]),
+            "uninterrupted run in memory",
+        );
         let (rows, joined) = output(dir.path());
         let bids: i64 = rows.values().map(|row| row["bids"].as_i64().unwrap()).sum();
         assert!(
@@ -141,10 +127,10 @@ fn rocksdb_state_survives_kill_9_at_seeded_moments() {
     let mut kills = Vec::new();
     for attempt in 0..3 {
         let delay = Duration::from_millis(schedule.next_millis(800, 2_400));
-        let mut child = start(dir.path(), &["-w", "2"]);
+        let mut child = spawn_run(dir.path(), &["-w", "2"]);
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
-            finish(child, "a run that ended before its kill");
+            finish_run(child, "a run that ended before its kill");
             break;
         }
         child.kill().unwrap();
@@ -156,7 +142,7 @@ fn rocksdb_state_survives_kill_9_at_seeded_moments() {
         }
         kills.push((attempt, delay));
     }
-    finish(start(dir.path(), &["-w", "2"]), "the final resumed run");
+    finish_run(spawn_run(dir.path(), &["-w", "2"]), "the final resumed run");
     assert!(kills.len() >= 2, "seed {seed}: the schedule must kill at least twice: {kills:?}");
     assert_same_as_reference(dir.path(), &format!("seed {seed}, kills {kills:?}"));
     assert!(!dir.path().join("rocks/per_auction/worker-0").exists(), "a clean exit removes the working copy");
@@ -166,7 +152,7 @@ fn rocksdb_state_survives_kill_9_at_seeded_moments() {
 fn rocksdb_checkpoints_restore_into_memory_at_another_parallelism() {
     let dir = pipeline_dir();
     let checkpoints = dir.path().join("checkpoints");
-    let mut child = start(dir.path(), &["-w", "1"]);
+    let mut child = spawn_run(dir.path(), &["-w", "1"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while latest_checkpoint(&checkpoints).is_none_or(|id| id < 2) {
         assert!(child.try_wait().unwrap().is_none(), "exited before its second checkpoint");
@@ -175,6 +161,9 @@ fn rocksdb_checkpoints_restore_into_memory_at_another_parallelism() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    finish(start(dir.path(), &["-w", "3", "--state-backend", "memory"]), "resume in memory at 3 workers");
+    finish_run(
+        spawn_run(dir.path(), &["-w", "3", "--state-backend", "memory"]),
+        "resume in memory at 3 workers",
+    );
     assert_same_as_reference(dir.path(), "rocksdb at 1 worker, killed, resumed in memory at 3");
 }

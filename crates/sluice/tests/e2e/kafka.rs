@@ -61,6 +61,16 @@ fn spec(brokers: &str) -> String {
 
 /// The pipeline with extra top-level YAML (e.g. a `dead_letter:` destination).
 fn spec_with(brokers: &str, extra: &str) -> String {
+    spec_for(brokers, extra, ", stop_at: latest", "")
+}
+
+/// The pipeline over a live topic: it never ends by itself, and a partition without records
+/// for 2 s stops holding the watermark back.
+fn live_spec(brokers: &str) -> String {
+    spec_for(brokers, "", "", ", idle_timeout: 2s")
+}
+
+fn spec_for(brokers: &str, extra: &str, source_options: &str, watermark_options: &str) -> String {
     format!(
         r#"
 name: kafka-clicks
@@ -70,12 +80,12 @@ checkpoints: {{interval: 1s, location: state}}
 sources:
   - name: clicks
     connector: kafka
-    options: {{brokers: "{brokers}", topic: clicks, stop_at: latest}}
+    options: {{brokers: "{brokers}", topic: clicks{source_options}}}
     schema:
       - {{name: uid, type: string, nullable: false}}
       - {{name: ts, type: int64, nullable: false}}
       - {{name: url, type: string}}
-    watermark: {{column: ts, max_out_of_orderness: 1s}}
+    watermark: {{column: ts, max_out_of_orderness: 1s{watermark_options}}}
 processors:
   - name: per_user
     inputs: [clicks]
@@ -227,6 +237,88 @@ fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_k
     }
     let what = format!("seed {seed}, kills (delay after a checkpoint, checkpoint) {kills:?}");
     assert!(!kills.is_empty(), "{what}: the run must be killed at least once");
+    assert_files_exact(dir.path(), &expected, &what);
+    let duplicates = assert_topic_complete(&broker, &expected, &what);
+    eprintln!("{what}; the topic holds {duplicates} duplicate rows (at-least-once)");
+}
+
+#[test]
+fn a_live_topic_with_its_producer_running_survives_kill_9_exactly_in_files() {
+    let total = 60_000;
+    let first = 10_000;
+    let broker = Tansu::start().expect("tansu is needed for the Kafka tests (run .ci/run to install it)");
+    broker.create_topic("clicks", 3);
+    broker.create_topic("counts", 2);
+    produce_clicks(&broker, "clicks", 0..first, None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), live_spec(&broker.brokers())).unwrap();
+    let expected = expected_counts(total);
+    let state = dir.path().join("state");
+    let seed = 20_261_126;
+    let mut schedule = Lcg(seed);
+    let mut kills = Vec::new();
+    std::thread::scope(|scope| {
+        // The rest of the clicks arrive while the pipeline runs and is killed; then one click
+        // per user far in the future moves every partition's watermark past the last window.
+        let producer = scope.spawn(|| {
+            for start in (first..total).step_by(2_000) {
+                produce_clicks(&broker, "clicks", start..start + 2_000, None);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            let closers: Vec<(String, String)> = (0..USERS)
+                .map(|user| {
+                    let ts = BASE_MS + total as i64 * 5 + 60_000;
+                    (format!("u{user}"), json!({"uid": format!("u{user}"), "ts": ts, "url": "/"}).to_string())
+                })
+                .collect();
+            let records: Vec<Outgoing<'_>> =
+                closers.iter().map(|(k, p)| (Some(k.as_bytes()), Some(p.as_bytes()), &[][..])).collect();
+            broker.produce("clicks", &records);
+        });
+        for attempt in 0..3 {
+            let before = latest_checkpoint(&state);
+            let mut child = spawn_run(dir.path(), &["-w", "2"]);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while attempt > 0 && latest_checkpoint(&state) <= before {
+                assert!(child.try_wait().unwrap().is_none(), "a live pipeline does not end by itself");
+                assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let delay = Duration::from_millis(if attempt == 0 {
+                schedule.next_millis(300, 900)
+            } else {
+                schedule.next_millis(0, 600)
+            });
+            std::thread::sleep(delay);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills.push((delay, latest_checkpoint(&state)));
+        }
+        producer.join().unwrap();
+    });
+    // The last run goes on until every window is committed, then stops gracefully.
+    let mut child = spawn_run(dir.path(), &["-w", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let what = format!("seed {seed}, kills (delay, checkpoint) {kills:?}");
+    loop {
+        let committed = read_json_lines(&dir.path().join("out/counts")).len();
+        if committed >= expected.len() {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "{what}: a live pipeline does not end by itself");
+        if Instant::now() >= deadline {
+            let rows = read_json_lines(&dir.path().join("out/counts"));
+            let seen: BTreeSet<(String, i64)> = rows.iter().map(|row| parse_row(row).0).collect();
+            let missing: Vec<_> = expected.keys().filter(|k| !seen.contains(*k)).collect();
+            let starts: BTreeSet<i64> = missing.iter().map(|(_, s)| (s - BASE_MS) / 1000).collect();
+            let stderr = { let _ = child.kill(); let out = child.wait_with_output().unwrap(); String::from_utf8_lossy(&out.stderr).into_owned() };
+            panic!("{what}: {committed} of {} windows committed after two minutes; missing window starts (s after base) {starts:?}; dir {}; stderr {stderr}", expected.len(), dir.keep().display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    finish_run(child, "the last run, stopped");
     assert_files_exact(dir.path(), &expected, &what);
     let duplicates = assert_topic_complete(&broker, &expected, &what);
     eprintln!("{what}; the topic holds {duplicates} duplicate rows (at-least-once)");

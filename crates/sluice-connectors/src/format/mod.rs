@@ -1,6 +1,7 @@
 //! Encodings shared by connectors: [`TextFormat`] for files and standard output (JSON Lines,
 //! CSV), and [`message`] for messaging systems, where each message holds one record.
 
+pub(crate) mod conform;
 pub mod message;
 
 use arrow::csv::WriterBuilder;

@@ -51,6 +51,11 @@ impl Conform {
         Ok((read, Self { schema: declared.clone(), columns }))
     }
 
+    /// The declared schema.
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// `batch` (the columns read, in the order [`plan`](Self::plan) gave) in the declared
     /// schema; a value that does not convert, or a null in a column declared not nullable, is
     /// an error saying which column and how to fix the declaration.

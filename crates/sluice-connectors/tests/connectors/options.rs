@@ -182,6 +182,40 @@ fn bad_source_configs_get_exact_diagnostics() {
                 "options.s3: give both `access_key_id` and `secret_access_key`, or neither; without them, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used",
             ],
         ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "avro": {"schema_file": "x.avsc"}}),
+            Some(&fields),
+            false,
+            vec!["options.avro: only used with `format: avro`; set `format: avro` or remove `avro`"],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{\"type\": \"string\"}"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.avro.schema: the Avro schema must be a record (`\"type\": \"record\"` with `fields`), one field per column",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": {
+                "type": "record", "name": "R", "fields": [{"name": "price", "type": "long"}, {"name": "extra", "type": "int"}]
+            }}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.avro.schema: the Avro schema does not give the declared columns: it has no column `name`; its columns are `price` (Int64), `extra` (Int32)",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema_file": "missing.avsc", "schema": "{}"}}),
+            Some(&fields),
+            false,
+            vec!["options.avro: set only one of `schema` and `schema_file`"],
+        ),
     ];
     for (connector, options, schema, infer, expected) in cases {
         assert_eq!(
@@ -227,6 +261,25 @@ fn bad_sink_configs_get_exact_diagnostics() {
             "file",
             json!({"path": "s3://bucket/out", "s3": {"secret_access_key": "x", "sesion_token": "y"}}),
             vec!["options.s3.sesion_token: unknown option \"sesion_token\""],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema_file": "missing.avsc"}}),
+            vec![
+                "options.avro.schema_file: cannot read \"/nonexistent/missing.avsc\": No such file or directory (os error 2)",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{not json", "schemas": 1}}),
+            vec!["options.avro.schemas: unknown option \"schemas\"; did you mean \"schema\"?"],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{not json"}}),
+            vec![
+                "options.avro.schema: the Avro schema is not valid JSON: key must be a string at line 1 column 2",
+            ],
         ),
     ];
     for (connector, options, expected) in cases {

@@ -171,7 +171,10 @@ impl SourceReader for FileReader {
                 self.current += 1;
                 continue;
             };
-            let lines = cursor.read_lines(max_rows.max(1), self.config.follow, decoder.skips_header())?;
+            // An S3 object is complete when it appears (objects do not grow): its last line is
+            // whole even without a newline, and it is read once.
+            let follow = self.config.follow && cursor.path.local_path().is_some();
+            let lines = cursor.read_lines(max_rows.max(1), follow, decoder.skips_header())?;
             if !lines.is_empty() {
                 let path = cursor.path.clone();
                 let dead_letters = &mut self.context.dead_letters;

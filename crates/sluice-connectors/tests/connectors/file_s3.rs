@@ -206,3 +206,40 @@ fn wrong_credentials_fail_with_the_location_and_never_show_the_secret() {
     let report = unset.open(context).err().expect("refused").report();
     assert!(report.contains("environment variable SLUICE_TEST_UNSET_KEY_ID is not set"), "{report}");
 }
+
+/// Regression: following a prefix on S3 must take an object's last line even without a
+/// newline (objects do not grow, so waiting for its end would wait forever), and find new
+/// objects.
+#[test]
+fn following_a_prefix_reads_whole_objects_and_finds_new_ones() {
+    let Some(server) = S3sFs::start() else { return };
+    let dir = folder(&server, "follow");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.jsonl"), "{\"id\": 1}\n{\"id\": 2}").unwrap();
+    let fields = vec![field("id", DataType::Int64, false)];
+    let options = json!({
+        "path": "s3://checkpoints/follow", "format": "jsonl", "follow": true, "poll_interval_ms": 10,
+        "s3": s3_options(&server),
+    });
+    let source = source("file", options, Some(&fields), false, Path::new("/nonexistent"));
+    let (_dl, base) = temp();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let context = source_context(0, 1, vec![true], OnError::Fail, &base.join("dl"), stop.clone());
+    let mut reader = source.open(context).unwrap();
+    let mut rows = 0;
+    let mut poll = |reader: &mut Box<dyn sluice_runtime::connector::SourceReader>| {
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            if let sluice_runtime::connector::SourceStatus::Idle(delay) = reader.poll(100, &mut out).unwrap()
+            {
+                std::thread::sleep(delay);
+            }
+        }
+        rows += out.iter().map(|b| b.batch.num_rows()).sum::<usize>();
+        rows
+    };
+    assert_eq!(poll(&mut reader), 2);
+    std::fs::write(dir.join("b.jsonl"), "{\"id\": 3}\n").unwrap();
+    assert_eq!(poll(&mut reader), 3, "the new object, and nothing read twice");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}

@@ -1,6 +1,8 @@
 //! Integration tests of the connectors through the registry, as the runtime uses them; one
 //! topic module per file under `connectors/`.
 
+#[path = "connectors/avro_files.rs"]
+mod avro_files;
 #[path = "connectors/datagen.rs"]
 mod datagen;
 #[path = "connectors/file_s3.rs"]

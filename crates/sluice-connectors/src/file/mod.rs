@@ -3,6 +3,7 @@
 //! two-phase with checkpoints) and JSON Lines or CSV as a lookup table for enrichment joins (one
 //! file, reloaded when it changes).
 
+mod avro;
 mod lookup;
 mod parquet;
 mod sink;
@@ -40,6 +41,8 @@ pub enum FileFormat {
     Csv,
     /// Apache Parquet: columnar, typed, compressed (Snappy) in row groups.
     Parquet,
+    /// Apache Avro object container files (uncompressed), with the writer schema inside.
+    Avro,
 }
 
 impl FileFormat {
@@ -49,15 +52,16 @@ impl FileFormat {
             FileFormat::Jsonl => "jsonl",
             FileFormat::Csv => "csv",
             FileFormat::Parquet => "parquet",
+            FileFormat::Avro => "avro",
         }
     }
 
-    /// The line-based encoding of this format; `None` for Parquet.
+    /// The line-based encoding of this format; `None` for Parquet and Avro.
     pub fn text(self) -> Option<TextFormat> {
         match self {
             FileFormat::Jsonl => Some(TextFormat::Jsonl),
             FileFormat::Csv => Some(TextFormat::Csv),
-            FileFormat::Parquet => None,
+            FileFormat::Parquet | FileFormat::Avro => None,
         }
     }
 }
@@ -70,8 +74,8 @@ pub struct FileSourceOptions {
     /// the spec file's folder, or `s3://bucket/key` (an object, or every object directly under
     /// the prefix). Required.
     pub path: Option<String>,
-    /// `jsonl`, `csv` or `parquet`; by default from the file extension (`.jsonl`, `.ndjson`,
-    /// `.json`, `.csv`, `.parquet`).
+    /// `jsonl`, `csv`, `parquet` or `avro`; by default from the file extension (`.jsonl`,
+    /// `.ndjson`, `.json`, `.csv`, `.parquet`, `.avro`).
     pub format: Option<FileFormat>,
     /// Keep watching the folder for new files and new lines (unbounded); default `false`.
     pub follow: Option<bool>,
@@ -107,7 +111,7 @@ pub struct FileSinkOptions {
     /// The folder part files are written to (created if missing), or an `s3://bucket/prefix`.
     /// Required.
     pub path: Option<String>,
-    /// `jsonl` (default), `csv` or `parquet`.
+    /// `jsonl` (default), `csv`, `parquet` or `avro`.
     pub format: Option<FileFormat>,
     /// Commit the open part file at the end of an epoch once it is this old; default 10,000.
     pub roll_interval_ms: Option<u64>,
@@ -268,10 +272,13 @@ pub fn build_lookup(request: &LookupRequest) -> Result<Arc<dyn LookupTable>, Vec
     let Some(format) = format_of(&location, options.format, &mut diagnostics) else {
         return Err(diagnostics);
     };
-    if format == FileFormat::Parquet {
+    if format.text().is_none() {
         diagnostics.push(
-            Diagnostic::new("options.format", "a file lookup table reads JSON Lines or CSV, not Parquet")
-                .suggest("convert the table to `jsonl` or `csv`"),
+            Diagnostic::new(
+                "options.format",
+                "a file lookup table reads JSON Lines or CSV, not Parquet or Avro",
+            )
+            .suggest("convert the table to `jsonl` or `csv`"),
         );
         return Err(diagnostics);
     }
@@ -351,7 +358,7 @@ fn format_of(
                 "options.format",
                 format!("cannot tell the format of \"{path}\" from its extension"),
             )
-            .suggest("set `format: jsonl`, `format: csv` or `format: parquet`"),
+            .suggest("set `format: jsonl`, `format: csv`, `format: parquet` or `format: avro`"),
         );
     }
     format
@@ -362,6 +369,7 @@ fn format_from_extension(path: &Path) -> Option<FileFormat> {
         "jsonl" | "ndjson" | "json" => Some(FileFormat::Jsonl),
         "csv" => Some(FileFormat::Csv),
         "parquet" => Some(FileFormat::Parquet),
+        "avro" => Some(FileFormat::Avro),
         _ => None,
     }
 }

@@ -25,6 +25,7 @@ use sluice_runtime::{Error, Result};
 use parquet::arrow::ArrowWriter;
 
 use super::FileFormat;
+use super::avro::AvroFileWriter;
 use super::parquet::writer_properties;
 use super::storage::{Location, Output};
 
@@ -190,6 +191,8 @@ enum PartFile {
     Text(BufWriter<Output>, u64),
     /// Parquet: rows are buffered into row groups and the footer is written on close.
     Parquet(Box<ArrowWriter<BufWriter<Output>>>),
+    /// An Avro container file: the header, then one block per batch.
+    Avro(Box<AvroFileWriter<BufWriter<Output>>>),
 }
 
 impl PartFile {
@@ -198,6 +201,7 @@ impl PartFile {
         match self {
             PartFile::Text(_, bytes) => *bytes,
             PartFile::Parquet(writer) => (writer.bytes_written() + writer.in_progress_size()) as u64,
+            PartFile::Avro(writer) => writer.bytes(),
         }
     }
 
@@ -206,6 +210,7 @@ impl PartFile {
         let buffered = match self {
             PartFile::Text(file, _) => file,
             PartFile::Parquet(writer) => writer.into_inner().map_err(|e| e.to_string())?,
+            PartFile::Avro(writer) => writer.finish()?,
         };
         buffered.into_inner().map_err(|e| e.error().to_string())
     }
@@ -270,6 +275,9 @@ impl SinkWriter for FileWriter {
             (PartFile::Parquet(writer), None) => writer
                 .write(batch)
                 .map_err(|e| Error::user(format!("cannot write Parquet to {}: {e}", part.temp)))?,
+            (PartFile::Avro(writer), None) => writer
+                .write(batch)
+                .map_err(|e| Error::user(format!("cannot write Avro to {}: {e}", part.temp)))?,
             _ => return Err(Error::internal("the part file's encoder does not match the sink's format")),
         }
         Ok(())
@@ -367,6 +375,11 @@ impl FileWriter {
                         Error::user(format!("cannot write the stream's columns as Parquet to {temp}: {e}"))
                     })?;
                 PartFile::Parquet(Box::new(writer))
+            }
+            FileFormat::Avro => {
+                PartFile::Avro(Box::new(AvroFileWriter::new(file, &self.schema).map_err(|e| {
+                    Error::user(format!("cannot write the stream's columns as Avro to {temp}: {e}"))
+                })?))
             }
             FileFormat::Jsonl | FileFormat::Csv => PartFile::Text(file, 0),
         };

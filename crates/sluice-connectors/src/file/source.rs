@@ -24,6 +24,7 @@ use sluice_runtime::connector::{
 use sluice_runtime::dead_letter::DeadLetter;
 use sluice_runtime::{Error, Result};
 
+use super::avro::{self, AvroFileReader};
 use super::parquet::{self, ParquetReader};
 use super::storage::Location;
 use super::{FileFormat, SourceConfig};
@@ -103,13 +104,19 @@ pub(crate) struct Cursor {
     name: String,
     position: FilePosition,
     reader: Option<BufReader<Box<dyn Read + Send>>>,
-    /// The open Parquet file.
-    parquet: Option<ParquetReader>,
+    /// The open Parquet or Avro file.
+    parquet: Option<TypedReader>,
     /// Bounded mode: read to the end.
     done: bool,
     /// Whether the file was opened before (its length is checked against a resumed position
     /// once).
     opened: bool,
+}
+
+/// A reader of a typed file (Parquet, Avro).
+enum TypedReader {
+    Parquet(ParquetReader),
+    Avro(Box<AvroFileReader>),
 }
 
 impl std::fmt::Debug for Cursor {
@@ -164,7 +171,9 @@ impl SourceReader for FileReader {
         while self.current < self.files.len() {
             let cursor = &mut self.files[self.current];
             let Some(decoder) = &self.decoder else {
-                if let Some(batch) = cursor.read_parquet(max_rows.max(1), &self.config.schema)? {
+                if let Some(batch) =
+                    cursor.read_typed(self.config.format, max_rows.max(1), &self.config.schema)?
+                {
                     out.push(SourceBatch { output: 0, split: self.current, batch });
                     return Ok(SourceStatus::Ready);
                 }
@@ -266,9 +275,14 @@ impl Cursor {
         }
     }
 
-    /// The next batch of up to `max` rows of a Parquet file, in `schema`; `None` once the file
-    /// is read (a Parquet file is complete when it appears, so it is never read again).
-    pub(crate) fn read_parquet(&mut self, max: usize, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+    /// The next batch of up to `max` rows of a Parquet or Avro file, in `schema`; `None` once
+    /// the file is read (such a file is complete when it appears, so it is never read again).
+    pub(crate) fn read_typed(
+        &mut self,
+        format: FileFormat,
+        max: usize,
+        schema: &SchemaRef,
+    ) -> Result<Option<RecordBatch>> {
         if self.done {
             return Ok(None);
         }
@@ -276,18 +290,32 @@ impl Cursor {
             Some(reader) => reader,
             None => {
                 let path = &self.path;
-                let input =
-                    path.open_random_access().map_err(|e| Error::external(format!("reading {path}"), e))?;
-                self.parquet.insert(ParquetReader::open(
-                    input,
-                    &path.to_string(),
-                    schema,
-                    self.position.line,
-                    max,
-                )?)
+                let failed = |e| Error::external(format!("reading {path}"), e);
+                let (name, skip) = (path.to_string(), self.position.line);
+                let reader = match format {
+                    FileFormat::Avro => TypedReader::Avro(Box::new(AvroFileReader::open(
+                        path.read_from(0).map_err(failed)?.0,
+                        &name,
+                        schema,
+                        skip,
+                        max,
+                    )?)),
+                    _ => TypedReader::Parquet(ParquetReader::open(
+                        path.open_random_access().map_err(failed)?,
+                        &name,
+                        schema,
+                        skip,
+                        max,
+                    )?),
+                };
+                self.parquet.insert(reader)
             }
         };
-        match reader.next_batch()? {
+        let next = match reader {
+            TypedReader::Parquet(reader) => reader.next_batch()?,
+            TypedReader::Avro(reader) => reader.next_batch()?,
+        };
+        match next {
             Some(batch) => {
                 self.position.line += batch.num_rows() as u64;
                 Ok(Some(batch))
@@ -489,6 +517,7 @@ pub(crate) fn infer_schema(
         return Err(format!("no files in \"{path}\" to infer a schema from"));
     };
     match format {
+        FileFormat::Avro => avro::file_schema(first.read_from(0).map_err(cannot)?.0, &first.to_string()),
         FileFormat::Parquet => {
             parquet::file_schema(first.open_random_access().map_err(cannot)?, &first.to_string())
         }

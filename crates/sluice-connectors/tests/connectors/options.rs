@@ -94,7 +94,7 @@ fn bad_source_configs_get_exact_diagnostics() {
             false,
             vec![
                 "options.follow: invalid type: string \"yes\", expected a boolean",
-                "options.format: unknown variant `xml`, expected one of `jsonl`, `csv`, `parquet`",
+                "options.format: unknown variant `xml`, expected one of `jsonl`, `csv`, `parquet`, `avro`",
             ],
         ),
         (
@@ -113,7 +113,7 @@ fn bad_source_configs_get_exact_diagnostics() {
             Some(&fields),
             false,
             vec![
-                "options.format: cannot tell the format of \"/nonexistent/data/in.txt\" from its extension; set `format: jsonl`, `format: csv` or `format: parquet`",
+                "options.format: cannot tell the format of \"/nonexistent/data/in.txt\" from its extension; set `format: jsonl`, `format: csv`, `format: parquet` or `format: avro`",
             ],
         ),
         (

@@ -523,7 +523,11 @@ impl Bucket {
             object_store::Error::NotFound { .. } => {
                 io::Error::new(io::ErrorKind::NotFound, client.redactor.redact(&error.to_string()))
             }
-            other => io::Error::other(client.redactor.redact(&chain(&other))),
+            other => io::Error::other(format!(
+                "{}; check that the S3 endpoint is up and the bucket, region and credentials are right \
+                 (options.s3, else the AWS_* environment variables)",
+                client.redactor.redact(&chain(&other))
+            )),
         })
     }
 
@@ -568,13 +572,17 @@ impl Drop for Client {
     }
 }
 
-/// An error and its causes, `: `-separated.
+/// An error and its causes, `: `-separated; a cause whose text is already shown (S3 client
+/// errors repeat their sources in their own text) is left out.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(error) = cause {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
+        let more = error.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         cause = error.source();
     }
     text

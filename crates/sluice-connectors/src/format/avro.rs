@@ -477,6 +477,27 @@ mod tests {
     }
 
     #[test]
+    fn timestamp_millis_and_int_fields_convert_to_the_declared_types() {
+        let writer = r#"{"type": "record", "name": "T", "fields": [
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "n", "type": "int"}]}"#;
+        let declared = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let decoder = AvroDecoder::new(AvroCodec::parse(writer).unwrap(), &declared).unwrap();
+        let mut payload = Vec::new();
+        long(1_767_225_600_123, &mut payload);
+        long(-7, &mut payload);
+        let (batch, _, bad) = decode(&decoder, &[Some(&payload)]);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(batch.schema(), declared);
+        let at = batch.column(0).as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        assert_eq!(at.value(0), 1_767_225_600_123);
+        assert_eq!(batch.column(1).as_primitive::<Int64Type>().value(0), -7);
+    }
+
+    #[test]
     fn a_null_in_a_column_declared_not_null_is_a_bad_record() {
         let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
         let decoder = AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &schema).unwrap();

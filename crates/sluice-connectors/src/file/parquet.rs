@@ -15,10 +15,10 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::ChunkReader;
+use parquet::file::reader::{ChunkReader, Length};
 use sluice_runtime::{Error, Result};
 
-use super::storage::RandomAccess;
+use super::storage::{ObjectRanges, ObjectReader, RandomAccess};
 use crate::format::conform::Conform;
 
 /// Rows per row group written by the sink unless `row_group_rows` says otherwise.
@@ -52,7 +52,7 @@ impl ParquetReader {
     ) -> Result<Self> {
         match input {
             RandomAccess::File(file) => Self::open_chunks(file, name, schema, skip, batch_size),
-            RandomAccess::Bytes(bytes) => Self::open_chunks(bytes, name, schema, skip, batch_size),
+            RandomAccess::Object(object) => Self::open_chunks(object, name, schema, skip, batch_size),
         }
     }
 
@@ -123,9 +123,28 @@ pub(crate) fn file_schema(input: RandomAccess, name: &str) -> Result<SchemaRef, 
         RandomAccess::File(file) => {
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(failed)?.schema().clone()
         }
-        RandomAccess::Bytes(bytes) => {
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(failed)?.schema().clone()
+        RandomAccess::Object(object) => {
+            ParquetRecordBatchReaderBuilder::try_new(object).map_err(failed)?.schema().clone()
         }
     };
     Ok(Arc::new(Schema::new(schema.fields().clone())))
+}
+
+impl Length for ObjectRanges {
+    fn len(&self) -> u64 {
+        ObjectRanges::len(self)
+    }
+}
+
+/// Parquet reads the footer, then the column chunks it needs, each in one ranged request.
+impl ChunkReader for ObjectRanges {
+    type T = ObjectReader;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<ObjectReader> {
+        Ok(self.read_from(start))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.range(start, length).map_err(|e| ParquetError::External(Box::new(e)))
+    }
 }

@@ -11,7 +11,8 @@
 //! What S3 changes: an object cannot be renamed atomically, so "rename" is a copy then a delete
 //! (a crash in between leaves both, which the sink's recovery finishes); objects do not grow, so
 //! following a prefix finds new objects, not new lines; a part being written is kept in memory
-//! and uploaded when it is closed.
+//! and uploaded when it is closed. Objects are read by ranges: text in chunks of 8 MiB from the
+//! position, Parquet the footer and then the column chunks it needs.
 
 use std::fmt;
 use std::fs::File;
@@ -285,11 +286,16 @@ impl Location {
         }
     }
 
-    /// The file for reading at any offset: a local file in place, or a whole object fetched.
+    /// The file for reading at any offset: a local file, or an object read in ranges.
     pub(crate) fn open_random_access(&self) -> io::Result<RandomAccess> {
         match self {
             Location::Local(path) => Ok(RandomAccess::File(File::open(path)?)),
-            Location::Object { bucket, key } => bucket.get(key).map(RandomAccess::Bytes),
+            Location::Object { bucket, key } => {
+                let Some(len) = bucket.head(key)? else {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("no object {self}")));
+                };
+                Ok(RandomAccess::Object(ObjectRanges { bucket: bucket.clone(), key: key.clone(), len }))
+            }
         }
     }
 
@@ -375,8 +381,53 @@ impl Location {
 pub(crate) enum RandomAccess {
     /// A local file.
     File(File),
-    /// An object's bytes.
-    Bytes(Bytes),
+    /// An object, read in ranged requests.
+    Object(ObjectRanges),
+}
+
+/// An object of known length, read by ranges: only the parts a reader asks for are fetched.
+pub(crate) struct ObjectRanges {
+    bucket: Arc<Bucket>,
+    key: String,
+    len: u64,
+}
+
+impl ObjectRanges {
+    /// The object's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// `length` bytes from `start`.
+    pub(crate) fn range(&self, start: u64, length: usize) -> io::Result<Bytes> {
+        let range = start..start + length as u64;
+        let key = &self.key;
+        let bytes = self
+            .bucket
+            .run(|store| async move { store.get_range(&ObjectPath::from(key.as_str()), range).await })?;
+        if bytes.len() != length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "asked s3://{}/{key} for {length} bytes at {start}, got {}",
+                    self.bucket.name,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A reader from byte `start` to the end.
+    pub(crate) fn read_from(&self, start: u64) -> ObjectReader {
+        ObjectReader {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            offset: start,
+            len: self.len,
+            chunk: Bytes::new(),
+        }
+    }
 }
 
 /// A file being written: a local file, or the bytes of an object uploaded when finished.
@@ -417,7 +468,7 @@ impl Output {
 }
 
 /// Reads an object from an offset in ranged requests of [`READ_CHUNK`] bytes.
-struct ObjectReader {
+pub(crate) struct ObjectReader {
     bucket: Arc<Bucket>,
     key: String,
     offset: u64,
@@ -538,10 +589,6 @@ impl Bucket {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
-    }
-
-    fn get(&self, key: &str) -> io::Result<Bytes> {
-        self.run(|store| async move { store.get(&ObjectPath::from(key)).await?.bytes().await })
     }
 
     /// The objects directly under the prefix `key` (names relative to it) with their sizes.

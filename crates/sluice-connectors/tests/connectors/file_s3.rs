@@ -163,17 +163,25 @@ fn sink_on_s3_commits_parts_with_their_checkpoint_and_recovers_after_a_crash() {
 #[test]
 fn parquet_parts_on_s3_are_read_back_by_the_source() {
     let Some(server) = S3sFs::start() else { return };
-    let sink_options = json!({"path": "s3://checkpoints/pq", "format": "parquet", "s3": s3_options(&server)});
+    let sink_options = json!({
+        "path": "s3://checkpoints/pq", "format": "parquet", "row_group_rows": 100, "s3": s3_options(&server),
+    });
     let sink = sink("file", sink_options, Path::new("/nonexistent"));
     let mut writer = sink.open(sink_context(0, 1, stream_schema())).unwrap();
-    writer.write(&batch(&[5, 6, 7])).unwrap();
+    let ids: Vec<i64> = (0..1000).collect();
+    writer.write(&batch(&ids)).unwrap();
     writer.finish().unwrap();
     assert_eq!(names(&folder(&server, "pq"), true), ["part-00000-00000.parquet"]);
     let fields = vec![field("id", DataType::Int64, false), field("name", DataType::Utf8, true)];
     let options = json!({"path": "s3://checkpoints/pq", "format": "parquet", "s3": s3_options(&server)});
     let source = source("file", options, Some(&fields), false, Path::new("/nonexistent"));
     let (_dir, base) = temp();
-    assert_eq!(union(source.as_ref(), 1, 0, &base.join("dl")), sorted_lines(&[batch(&[5, 6, 7])]));
+    let expected = sorted_lines(&[batch(&ids)]);
+    assert_eq!(union(source.as_ref(), 1, 0, &base.join("dl")), expected);
+    // Ten row groups read in ranges, resumed mid-group.
+    for (seed, runs) in [(3, vec![1, 1, 1, 1]), (4, vec![1, 2])] {
+        assert_eq!(rows_over_restores(source.as_ref(), 0, &runs, seed, false, &base.join("dl")), expected);
+    }
 }
 
 #[test]

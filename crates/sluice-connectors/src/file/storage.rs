@@ -10,8 +10,8 @@
 //!
 //! What S3 changes: an object cannot be renamed atomically, so "rename" is a copy then a delete
 //! (a crash in between leaves both, which the sink's recovery finishes); objects do not grow, so
-//! following a prefix finds new objects, not new lines; a part being written is kept in memory
-//! and uploaded when it is closed. Objects are read by ranges: text in chunks of 8 MiB from the
+//! following a prefix finds new objects, not new lines; a part being written is spooled to a
+//! local temporary file and uploaded (in parts when big) when it is closed. Objects are read by ranges: text in chunks of 8 MiB from the
 //! position, Parquet the footer and then the column chunks it needs.
 
 use std::fmt;
@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Deserialize;
 use sluice_spec::Diagnostic;
 use sluice_state::StoreOptions;
@@ -32,6 +32,10 @@ use crate::options;
 
 /// How much of an object one ranged read fetches.
 const READ_CHUNK: u64 = 8 * 1024 * 1024;
+/// Objects up to this size are uploaded in one request; bigger ones in parts of this size.
+const UPLOAD_CHUNK: usize = 16 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 2;
 
 /// Connection settings of `s3://` paths; each value may use `${env:NAME}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -311,7 +315,7 @@ impl Location {
     pub(crate) fn create(&self) -> io::Result<Output> {
         match self {
             Location::Local(path) => Ok(Output::File(File::create(path)?)),
-            Location::Object { .. } => Ok(Output::Memory(Vec::new(), self.clone())),
+            Location::Object { .. } => Ok(Output::Spool(tempfile::tempfile()?, self.clone())),
         }
     }
 
@@ -430,26 +434,25 @@ impl ObjectRanges {
     }
 }
 
-/// A file being written: a local file, or the bytes of an object uploaded when finished.
+/// A file being written: a local file, or an object spooled to a local temporary file (deleted
+/// when closed) and uploaded when finished, so memory stays small whatever the part's size.
 pub(crate) enum Output {
     /// A local file.
     File(File),
-    /// An object's bytes and where they go.
-    Memory(Vec<u8>, Location),
+    /// An object's bytes so far, and where they go.
+    Spool(File, Location),
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Output::File(file) => file.write(buf),
-            Output::Memory(bytes, _) => bytes.write(buf),
+            Output::File(file) | Output::Spool(file, _) => file.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Output::File(file) => file.flush(),
-            Output::Memory(..) => Ok(()),
+            Output::File(file) | Output::Spool(file, _) => file.flush(),
         }
     }
 }
@@ -459,10 +462,13 @@ impl Output {
     pub(crate) fn finish(self) -> io::Result<()> {
         match self {
             Output::File(file) => file.sync_all(),
-            Output::Memory(bytes, Location::Object { bucket, key }) => bucket.run(|store| async move {
-                store.put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes)).await.map(|_| ())
-            }),
-            Output::Memory(_, location) => Err(io::Error::other(format!("{location} is not an object"))),
+            Output::Spool(mut file, Location::Object { bucket, key }) => {
+                file.flush()?;
+                let len = file.seek(SeekFrom::End(0))?;
+                file.seek(SeekFrom::Start(0))?;
+                bucket.upload(&key, file, len)
+            }
+            Output::Spool(_, location) => Err(io::Error::other(format!("{location} is not an object"))),
         }
     }
 }
@@ -579,6 +585,43 @@ impl Bucket {
                  (options.s3, else the AWS_* environment variables)",
                 client.redactor.redact(&chain(&other))
             )),
+        })
+    }
+
+    /// Uploads the `len` bytes of `file` as object `key`: in one request, or in parts for a
+    /// big object (aborted if a part fails, so no half object is left).
+    fn upload(&self, key: &str, mut file: File, len: u64) -> io::Result<()> {
+        let path = ObjectPath::from(key);
+        if len <= UPLOAD_CHUNK as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes)?;
+            return self
+                .run(|store| async move { store.put(&path, PutPayload::from(bytes)).await.map(|_| ()) });
+        }
+        self.run(|store| async move {
+            let upload = store.put_multipart(&path).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
+            let mut buffer = vec![0; READ_CHUNK as usize];
+            loop {
+                // A blocking read on the client's own runtime thread: nothing else waits on it.
+                let read = match file.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(error) => {
+                        let _ = writer.abort().await;
+                        return Err(object_store::Error::Generic {
+                            store: "spooled part",
+                            source: Box::new(error),
+                        });
+                    }
+                };
+                if let Err(error) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+                    let _ = writer.abort().await;
+                    return Err(error);
+                }
+                writer.write(&buffer[..read]);
+            }
+            writer.finish().await.map(|_| ())
         })
     }
 

@@ -251,3 +251,32 @@ fn following_a_prefix_reads_whole_objects_and_finds_new_ones() {
     assert_eq!(poll(&mut reader), 3, "the new object, and nothing read twice");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// A part bigger than one upload request goes up in parts (multipart upload) and arrives whole.
+#[test]
+fn a_big_part_is_uploaded_in_parts_and_arrives_whole() {
+    let Some(server) = S3sFs::start() else { return };
+    let options = json!({"path": "s3://checkpoints/big", "s3": s3_options(&server)});
+    let sink = sink("file", options, Path::new("/nonexistent"));
+    let mut writer = sink.open(sink_context(0, 1, stream_schema())).unwrap();
+    let padding = "x".repeat(200);
+    let mut expected = 0u64;
+    for start in (0..120_000i64).step_by(10_000) {
+        let ids: Vec<i64> = (start..start + 10_000).collect();
+        let names: StringArray = ids.iter().map(|i| Some(format!("{padding}{i}"))).collect();
+        let batch =
+            RecordBatch::try_new(stream_schema(), vec![Arc::new(Int64Array::from(ids)), Arc::new(names)])
+                .unwrap();
+        writer.write(&batch).unwrap();
+        expected += 10_000;
+    }
+    writer.finish().unwrap();
+    let dir = folder(&server, "big");
+    let files = names(&dir, true);
+    assert_eq!(files, ["part-00000-00000.jsonl"]);
+    let size = std::fs::metadata(dir.join(&files[0])).unwrap().len();
+    assert!(size > 16 * 1024 * 1024, "bigger than one upload request: {size} bytes");
+    let ids = committed_ids(&dir);
+    assert_eq!(ids.len() as u64, expected);
+    assert!(ids.iter().enumerate().all(|(i, id)| *id == i as i64), "every row once, in full");
+}

@@ -105,7 +105,7 @@ pub(crate) struct Cursor {
     position: FilePosition,
     reader: Option<BufReader<Box<dyn Read + Send>>>,
     /// The open Parquet or Avro file.
-    parquet: Option<TypedReader>,
+    typed: Option<TypedReader>,
     /// Bounded mode: read to the end.
     done: bool,
     /// Whether the file was opened before (its length is checked against a resumed position
@@ -251,7 +251,7 @@ impl FileReader {
                     name,
                     position,
                     reader: None,
-                    parquet: None,
+                    typed: None,
                     done: false,
                     opened: false,
                 });
@@ -269,7 +269,7 @@ impl Cursor {
             name: String::new(),
             position: FilePosition::default(),
             reader: None,
-            parquet: None,
+            typed: None,
             done: false,
             opened: false,
         }
@@ -286,7 +286,7 @@ impl Cursor {
         if self.done {
             return Ok(None);
         }
-        let reader = match &mut self.parquet {
+        let reader = match &mut self.typed {
             Some(reader) => reader,
             None => {
                 let path = &self.path;
@@ -300,15 +300,20 @@ impl Cursor {
                         skip,
                         max,
                     )?)),
-                    _ => TypedReader::Parquet(ParquetReader::open(
+                    FileFormat::Parquet => TypedReader::Parquet(ParquetReader::open(
                         path.open_random_access().map_err(failed)?,
                         &name,
                         schema,
                         skip,
                         max,
                     )?),
+                    FileFormat::Jsonl | FileFormat::Csv => {
+                        return Err(Error::internal(format!(
+                            "{path} is read line by line, not as a typed file"
+                        )));
+                    }
                 };
-                self.parquet.insert(reader)
+                self.typed.insert(reader)
             }
         };
         let next = match reader {
@@ -321,7 +326,7 @@ impl Cursor {
                 Ok(Some(batch))
             }
             None => {
-                self.parquet = None;
+                self.typed = None;
                 self.done = true;
                 Ok(None)
             }

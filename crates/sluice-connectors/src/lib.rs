@@ -6,8 +6,9 @@
 //! [`Diagnostic`]s relative to the source or sink node), its reading or writing, and the mapping
 //! of declared schemas to Arrow ([`arrow_schema`]). One folder per connector.
 //!
-//! May depend on: `sluice-spec` (field types, diagnostics) and `sluice-runtime` (the connector
-//! traits, errors, dead letters), Arrow. Knows nothing about SQL or the graph.
+//! May depend on: `sluice-spec` (field types, diagnostics), `sluice-runtime` (the connector
+//! traits, errors, dead letters), `sluice-state` (only to configure S3 clients as checkpoint
+//! stores do), Arrow and Parquet. Knows nothing about SQL or the graph.
 
 pub mod blackhole;
 pub mod datagen;

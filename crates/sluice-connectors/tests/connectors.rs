@@ -1,8 +1,12 @@
 //! Integration tests of the connectors through the registry, as the runtime uses them; one
 //! topic module per file under `connectors/`.
 
+#[path = "connectors/avro_files.rs"]
+mod avro_files;
 #[path = "connectors/datagen.rs"]
 mod datagen;
+#[path = "connectors/file_s3.rs"]
+mod file_s3;
 #[path = "connectors/file_sink.rs"]
 mod file_sink;
 #[path = "connectors/file_source.rs"]
@@ -19,6 +23,8 @@ mod lookup;
 mod nexmark;
 #[path = "connectors/options.rs"]
 mod options;
+#[path = "connectors/parquet.rs"]
+mod parquet;
 #[path = "connectors/postgres.rs"]
 mod postgres;
 #[path = "connectors/replay.rs"]

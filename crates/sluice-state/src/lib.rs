@@ -61,4 +61,4 @@ pub mod testing;
 pub use error::{Error, ErrorKind, Result};
 pub use keyed::{KeyedStore, StateBackend};
 pub use manifest::{CheckpointId, CheckpointKind, MANIFEST_VERSION, Manifest, PartEntry};
-pub use store::{CheckpointStore, GcReport, PartRef, StoreOptions};
+pub use store::{CheckpointStore, GcReport, PartRef, StoreOptions, s3_bucket_store};

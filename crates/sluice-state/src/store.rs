@@ -538,6 +538,26 @@ fn open_local(location: &str, path: &str) -> Result<Arc<dyn ObjectStore>> {
 
 fn open_s3(location: &str, rest: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let s3 = s3_client(location, bucket, options)?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(Arc::new(s3));
+    }
+    let prefix = Path::parse(prefix).map_err(|error| {
+        invalid_location(location, &format!("'{prefix}' is not a valid key prefix"), Some(Box::new(error)))
+    })?;
+    Ok(Arc::new(PrefixStore::new(s3, prefix)))
+}
+
+/// A client of the S3 bucket `bucket`, configured as checkpoint stores are: from `options`,
+/// then the standard AWS environment variables (see [`StoreOptions`]). For other users of
+/// S3, such as the file connector, so that every S3 client of Sluice is configured alike.
+/// Errors are [`Error::InvalidLocation`] for `s3://<bucket>`.
+pub fn s3_bucket_store(bucket: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
+    Ok(Arc::new(s3_client(&format!("s3://{bucket}"), bucket, options)?))
+}
+
+fn s3_client(location: &str, bucket: &str, options: &StoreOptions) -> Result<object_store::aws::AmazonS3> {
     let bad_bucket = bucket.is_empty() || bucket.chars().any(|c| c.is_whitespace() || "?#%\\".contains(c));
     if bad_bucket {
         return Err(invalid_location(
@@ -583,17 +603,9 @@ fn open_s3(location: &str, rest: &str, options: &StoreOptions) -> Result<Arc<dyn
             ));
         }
     }
-    let s3 = builder.build().map_err(|error| {
-        invalid_location(location, "cannot configure the S3 client", Some(Box::new(error)))
-    })?;
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        return Ok(Arc::new(s3));
-    }
-    let prefix = Path::parse(prefix).map_err(|error| {
-        invalid_location(location, &format!("'{prefix}' is not a valid key prefix"), Some(Box::new(error)))
-    })?;
-    Ok(Arc::new(PrefixStore::new(s3, prefix)))
+    builder
+        .build()
+        .map_err(|error| invalid_location(location, "cannot configure the S3 client", Some(Box::new(error))))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use sluice_runtime::{Error, Result};
 
 use super::SourceConfig;
 use super::source::{Cursor, LineDecoder};
+use super::storage::Location;
 
 /// Lines decoded per batch while loading.
 const LOAD_BATCH_LINES: usize = 8192;
@@ -48,7 +49,7 @@ struct Table {
 
 impl std::fmt::Debug for FileLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileLookup").field("path", &self.config.path).field("key", &self.key).finish()
+        f.debug_struct("FileLookup").field("path", &self.config.location).field("key", &self.key).finish()
     }
 }
 
@@ -57,7 +58,7 @@ impl FileLookup {
     /// every `reload_interval`.
     pub(crate) fn open(config: SourceConfig, key: &str, reload_interval: Duration) -> Result<Self> {
         let key_index = config.schema.index_of(key).map_err(|_| {
-            Error::user(format!("the lookup key \"{key}\" is not a column of {}", config.path.display()))
+            Error::user(format!("the lookup key \"{key}\" is not a column of {}", config.location))
         })?;
         let table = load(&config, key_index)?;
         Ok(Self {
@@ -84,11 +85,11 @@ impl FileLookup {
         if !due {
             return Ok(table);
         }
-        let path = &self.config.path;
+        let path = &self.config.location;
         let version = match file_version(path) {
             Ok(version) => version,
             Err(error) => {
-                tracing::warn!(file = %path.display(), %error, "cannot check the lookup file; keeping its last contents");
+                tracing::warn!(file = %path, %error, "cannot check the lookup file; keeping its last contents");
                 return Ok(table);
             }
         };
@@ -97,14 +98,14 @@ impl FileLookup {
         }
         match load(&self.config, self.key_index) {
             Ok(fresh) => {
-                tracing::info!(file = %path.display(), rows = fresh.rows.num_rows(), "reloaded the lookup file");
+                tracing::info!(file = %path, rows = fresh.rows.num_rows(), "reloaded the lookup file");
                 let fresh = Arc::new(fresh);
                 *self.table.write().map_err(|_| poisoned())? = fresh.clone();
                 Ok(fresh)
             }
             Err(error) => {
                 tracing::warn!(
-                    file = %path.display(),
+                    file = %path,
                     error = %error.report(),
                     "cannot reload the lookup file; keeping its last contents"
                 );
@@ -134,7 +135,7 @@ impl LookupTable for FileLookup {
                 Error::user(format!(
                     "cannot look up keys of type {} in {}, whose key \"{}\" is of type {key_type}: {e}",
                     keys.data_type(),
-                    self.config.path.display(),
+                    self.config.location,
                     self.key
                 ))
             })?
@@ -161,18 +162,23 @@ fn poisoned() -> Error {
 }
 
 /// The file's modification time and length: what says it changed.
-fn file_version(path: &std::path::Path) -> std::io::Result<(SystemTime, u64)> {
+fn file_version(path: &Location) -> std::io::Result<(SystemTime, u64)> {
+    let Some(path) = path.local_path() else {
+        return Err(std::io::Error::other(format!("{path} is not a local file")));
+    };
     let metadata = std::fs::metadata(path)?;
     Ok((metadata.modified()?, metadata.len()))
 }
 
 /// Reads and indexes the whole file.
 fn load(config: &SourceConfig, key_index: usize) -> Result<Table> {
-    let path = &config.path;
+    let path = &config.location;
     // Taken before reading, so that a write during the read is seen at the next check.
-    let version =
-        file_version(path).map_err(|e| Error::external(format!("reading {}", path.display()), e))?;
-    let decoder = LineDecoder::new(config);
+    let version = file_version(path).map_err(|e| Error::external(format!("reading {path}"), e))?;
+    let Some(format) = config.format.text() else {
+        return Err(Error::internal("a file lookup table was configured to read Parquet"));
+    };
+    let decoder = LineDecoder::new(config, format);
     let mut cursor = Cursor::start(path);
     let mut batches = Vec::new();
     let mut bad_lines = 0u64;
@@ -190,18 +196,14 @@ fn load(config: &SourceConfig, key_index: usize) -> Result<Table> {
         batches.extend(batch);
     }
     if let Some(first) = first_bad {
-        tracing::warn!(file = %path.display(), bad_lines, first, "skipped bad lines of the lookup file");
+        tracing::warn!(file = %path, bad_lines, first, "skipped bad lines of the lookup file");
     }
     let rows = concat_batches(&config.schema, &batches)?;
     let key = rows.column(key_index);
     let converter = RowConverter::new(vec![SortField::new(key.data_type().clone())])?;
     let encoded = converter.convert_columns(std::slice::from_ref(key))?;
     let row_count = u32::try_from(rows.num_rows()).map_err(|_| {
-        Error::user(format!(
-            "{} has more than {} rows, too many for a lookup table",
-            path.display(),
-            u32::MAX
-        ))
+        Error::user(format!("{} has more than {} rows, too many for a lookup table", path, u32::MAX))
     })?;
     let mut index = HashMap::with_capacity(rows.num_rows());
     for row in 0..row_count {

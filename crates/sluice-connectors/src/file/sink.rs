@@ -13,9 +13,7 @@
 //! be replayed. Hidden parts carry the run's *attempt* (the restored checkpoint + 1, or 0 for a
 //! fresh start) so that worker 0 never deletes a part of the run it belongs to.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -24,35 +22,52 @@ use serde::{Deserialize, Serialize};
 use sluice_runtime::connector::{Sink, SinkContext, SinkWriter};
 use sluice_runtime::{Error, Result};
 
-use crate::format::TextFormat;
+use parquet::arrow::ArrowWriter;
+
+use super::FileFormat;
+use super::avro::AvroFileWriter;
+use super::parquet::writer_properties;
+use super::storage::{Location, Output};
 
 /// The configured file sink.
 #[derive(Debug, Clone)]
 pub struct FileSink {
-    dir: PathBuf,
-    format: TextFormat,
+    dir: Location,
+    format: FileFormat,
     roll_interval: Duration,
     roll_bytes: u64,
+    row_group_rows: usize,
 }
 
 impl FileSink {
-    /// A sink writing `format` part files into `dir`, closing a part at the end of an epoch once
+    /// A sink writing `format` part files into `dir` (a local folder or an S3 prefix), closing a part at the end of an epoch once
     /// it is `roll_interval_ms` old or `roll_bytes` big. Without checkpoints closed parts are
-    /// committed at once; with checkpoints, at the next committed checkpoint.
-    pub fn new(dir: PathBuf, format: TextFormat, roll_interval_ms: u64, roll_bytes: u64) -> Self {
-        Self { dir, format, roll_interval: Duration::from_millis(roll_interval_ms), roll_bytes }
+    /// committed at once; with checkpoints, at the next committed checkpoint. Parquet parts
+    /// hold row groups of up to `row_group_rows` rows.
+    pub(crate) fn new(
+        dir: Location,
+        format: FileFormat,
+        roll_interval_ms: u64,
+        roll_bytes: u64,
+        row_group_rows: usize,
+    ) -> Self {
+        Self {
+            dir,
+            format,
+            roll_interval: Duration::from_millis(roll_interval_ms),
+            roll_bytes,
+            row_group_rows,
+        }
     }
 }
 
 impl Sink for FileSink {
     fn exclusive_target(&self) -> Option<String> {
-        // `components()` drops `.` segments and trailing slashes: `out` and `./out/` are one folder.
-        Some(format!("folder {}", self.dir.components().collect::<PathBuf>().display()))
+        Some(self.dir.identity())
     }
 
     fn open(&self, context: SinkContext) -> Result<Box<dyn SinkWriter>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::external(format!("creating {}", self.dir.display()), e))?;
+        self.dir.create_dir_all().map_err(|e| Error::external(format!("creating {}", self.dir), e))?;
         let transactions = if context.checkpointing {
             let restored = match &context.restore {
                 Some(states) => Some(parse_states(states)?),
@@ -90,52 +105,48 @@ impl FileSink {
                 self.publish(part, true)?;
             }
         }
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::external(format!("reading {}", self.dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::external(format!("reading {}", self.dir.display()), e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let entries = self.dir.entries().map_err(|e| Error::external(format!("reading {}", self.dir), e))?;
+        for name in entries {
             let stale = match hidden_part_attempt(&name) {
                 Some(Some(part_attempt)) => part_attempt < attempt,
                 Some(None) => true,
                 None => false,
             };
             if stale {
-                let path = entry.path();
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::external(format!("deleting {}", path.display()), e)),
-                }
-                tracing::debug!(file = %path.display(), "deleted a part file of a crashed run");
+                let path = self.dir.join(&name);
+                path.remove().map_err(|e| Error::external(format!("deleting {path}"), e))?;
+                tracing::debug!(file = %path, "deleted a part file of a crashed run");
             }
         }
-        sync_dir(&self.dir);
+        self.dir.sync_dir();
         Ok(())
     }
 
     /// Renames a prepared part to its final name. With `recovering`, a part already renamed is
-    /// fine: the crashed run may have committed it.
+    /// fine: the crashed run may have committed it. On S3, where a rename is a copy and a
+    /// delete, both names with the same size mean the copy was made and the delete was not.
     fn publish(&self, part: &PreparedPart, recovering: bool) -> Result<()> {
         let hidden = self.dir.join(&part.hidden);
         let target = self.dir.join(&part.name);
-        let hidden_exists = hidden.try_exists().unwrap_or(true);
-        let target_exists = target.try_exists().unwrap_or(false);
-        match (hidden_exists, target_exists) {
-            (true, true) => Err(Error::internal(format!(
-                "committing {} would overwrite a committed part file of the same name: checkpoint \
-                 ids must grow across restarts",
-                target.display()
+        let size = |location: &Location| {
+            location.size().map_err(|e| Error::external(format!("looking for {location}"), e))
+        };
+        match (size(&hidden)?, size(&target)?) {
+            (Some(copied), Some(existing)) if copied == existing && hidden.local_path().is_none() => {
+                hidden.remove().map_err(|e| Error::external(format!("deleting {hidden}"), e))
+            }
+            (Some(_), Some(_)) => Err(Error::internal(format!(
+                "committing {target} would overwrite a committed part file of the same name: checkpoint \
+                 ids must grow across restarts"
             ))),
-            (true, false) => std::fs::rename(&hidden, &target)
-                .map_err(|e| Error::external(format!("committing {}", target.display()), e)),
-            (false, true) if recovering => Ok(()),
-            (false, _) => Err(Error::user(format!(
-                "cannot commit {}: its prepared file {} is missing. The output folder was changed \
-                 behind the pipeline's back, so checkpoint {} cannot be completed; restore from \
+            (Some(_), None) => {
+                hidden.rename_to(&target).map_err(|e| Error::external(format!("committing {target}"), e))
+            }
+            (None, Some(_)) if recovering => Ok(()),
+            (None, _) => Err(Error::user(format!(
+                "cannot commit {target}: its prepared file {hidden} is missing. The output folder was \
+                 changed behind the pipeline's back, so checkpoint {} cannot be completed; restore from \
                  another checkpoint or start without one",
-                target.display(),
-                hidden.display(),
                 part.checkpoint
             ))),
         }
@@ -168,11 +179,47 @@ struct PreparedPart {
 
 /// The part file being written.
 struct OpenPart {
-    temp: PathBuf,
+    temp: Location,
     seq: u64,
-    file: BufWriter<File>,
-    bytes: u64,
+    file: PartFile,
     opened: Instant,
+}
+
+/// The encoder of an open part file.
+enum PartFile {
+    /// JSON Lines or CSV, with the bytes written so far.
+    Text(BufWriter<Output>, u64),
+    /// Parquet: rows are buffered into row groups and the footer is written on close.
+    Parquet(Box<ArrowWriter<BufWriter<Output>>>),
+    /// An Avro container file: the header, then one block per batch.
+    Avro(Box<AvroFileWriter<BufWriter<Output>>>),
+}
+
+impl PartFile {
+    /// The bytes the part holds so far, counting buffered Parquet rows.
+    fn bytes(&self) -> u64 {
+        match self {
+            PartFile::Text(_, bytes) => *bytes,
+            PartFile::Parquet(writer) => (writer.bytes_written() + writer.in_progress_size()) as u64,
+            PartFile::Avro(writer) => writer.bytes(),
+        }
+    }
+
+    /// Ends the encoding (the Parquet footer) and returns the file, flushed.
+    fn finish(self) -> std::result::Result<Output, String> {
+        let buffered = match self {
+            PartFile::Text(file, _) => file,
+            PartFile::Parquet(writer) => writer.into_inner().map_err(|e| e.to_string())?,
+            PartFile::Avro(writer) => writer.finish()?,
+        };
+        buffered.into_inner().map_err(|e| e.error().to_string())
+    }
+}
+
+/// A part file written to its end and synced, still under its hidden name.
+struct ClosedFile {
+    temp: Location,
+    seq: u64,
 }
 
 /// A part closed and synced, not yet prepared for a checkpoint.
@@ -208,24 +255,37 @@ impl SinkWriter for FileWriter {
             return Ok(());
         }
         self.buffer.clear();
+        let text = self.sink.format.text();
         if self.open.is_none() {
-            self.sink.format.encode_header(&self.schema, &mut self.buffer)?;
+            if let Some(text) = text {
+                text.encode_header(&self.schema, &mut self.buffer)?;
+            }
             self.open = Some(self.start_part()?);
         }
-        self.sink.format.encode(batch, &mut self.buffer)?;
         let Some(part) = self.open.as_mut() else {
             return Err(Error::internal("no open part file after opening one"));
         };
-        part.file
-            .write_all(&self.buffer)
-            .map_err(|e| Error::external(format!("writing {}", part.temp.display()), e))?;
-        part.bytes += self.buffer.len() as u64;
+        match (&mut part.file, text) {
+            (PartFile::Text(file, bytes), Some(text)) => {
+                text.encode(batch, &mut self.buffer)?;
+                file.write_all(&self.buffer)
+                    .map_err(|e| Error::external(format!("writing {}", part.temp), e))?;
+                *bytes += self.buffer.len() as u64;
+            }
+            (PartFile::Parquet(writer), None) => writer
+                .write(batch)
+                .map_err(|e| Error::user(format!("cannot write Parquet to {}: {e}", part.temp)))?,
+            (PartFile::Avro(writer), None) => writer
+                .write(batch)
+                .map_err(|e| Error::user(format!("cannot write Avro to {}: {e}", part.temp)))?,
+            _ => return Err(Error::internal("the part file's encoder does not match the sink's format")),
+        }
         Ok(())
     }
 
     fn epoch_complete(&mut self, _epoch: u64) -> Result<()> {
         let due = self.open.as_ref().is_some_and(|part| {
-            part.bytes >= self.sink.roll_bytes || part.opened.elapsed() >= self.sink.roll_interval
+            part.file.bytes() >= self.sink.roll_bytes || part.opened.elapsed() >= self.sink.roll_interval
         });
         if !due {
             return Ok(());
@@ -266,7 +326,7 @@ impl SinkWriter for FileWriter {
         }
         transactions.last_checkpoint = Some(checkpoint);
         // The hidden files' names must survive a crash too.
-        sync_dir(&self.sink.dir);
+        self.sink.dir.sync_dir();
         let state = PreparedState { checkpoint, parts: transactions.prepared.clone() };
         serde_json::to_vec(&state)
             .map_err(|e| Error::internal(format!("encoding the prepared state of the file sink: {e}")))
@@ -289,7 +349,7 @@ impl SinkWriter for FileWriter {
             }
         }
         if !due.is_empty() {
-            sync_dir(&self.sink.dir);
+            self.sink.dir.sync_dir();
         }
         Ok(())
     }
@@ -304,27 +364,38 @@ impl FileWriter {
             Some(transactions) => format!(".{name}.attempt-{}.inprogress", transactions.attempt),
             None => format!(".{name}.inprogress"),
         };
-        let temp = self.sink.dir.join(hidden);
-        let file =
-            File::create(&temp).map_err(|e| Error::external(format!("creating {}", temp.display()), e))?;
-        Ok(OpenPart {
-            temp,
-            seq,
-            file: BufWriter::with_capacity(1024 * 1024, file),
-            bytes: 0,
-            opened: Instant::now(),
-        })
+        let temp = self.sink.dir.join(&hidden);
+        let file = temp.create().map_err(|e| Error::external(format!("creating {temp}"), e))?;
+        let file = BufWriter::with_capacity(1024 * 1024, file);
+        let file = match self.sink.format {
+            FileFormat::Parquet => {
+                let properties = writer_properties(self.sink.row_group_rows);
+                let writer =
+                    ArrowWriter::try_new(file, self.schema.clone(), Some(properties)).map_err(|e| {
+                        Error::user(format!("cannot write the stream's columns as Parquet to {temp}: {e}"))
+                    })?;
+                PartFile::Parquet(Box::new(writer))
+            }
+            FileFormat::Avro => {
+                PartFile::Avro(Box::new(AvroFileWriter::new(file, &self.schema).map_err(|e| {
+                    Error::user(format!("cannot write the stream's columns as Avro to {temp}: {e}"))
+                })?))
+            }
+            FileFormat::Jsonl | FileFormat::Csv => PartFile::Text(file, 0),
+        };
+        Ok(OpenPart { temp, seq, file, opened: Instant::now() })
     }
 
-    /// Flushes and syncs the open part, if any, and returns it.
-    fn sync_open(&mut self) -> Result<Option<OpenPart>> {
-        let Some(mut part) = self.open.take() else {
+    /// Finishes and syncs the open part, if any, and returns it.
+    fn sync_open(&mut self) -> Result<Option<ClosedFile>> {
+        let Some(part) = self.open.take() else {
             return Ok(None);
         };
-        let failed = |e| Error::external(format!("writing {}", part.temp.display()), e);
-        part.file.flush().map_err(failed)?;
-        part.file.get_ref().sync_all().map_err(failed)?;
-        Ok(Some(part))
+        let OpenPart { temp, seq, file, .. } = part;
+        let failed = |e: std::io::Error| Error::external(format!("writing {temp}"), e);
+        let file = file.finish().map_err(|e| failed(std::io::Error::other(e)))?;
+        file.finish().map_err(failed)?;
+        Ok(Some(ClosedFile { temp, seq }))
     }
 
     /// Without checkpoints: makes the open part durable and visible under its final name.
@@ -332,15 +403,14 @@ impl FileWriter {
         let Some(part) = self.sync_open()? else {
             return Ok(());
         };
-        let target = self.sink.dir.join(format!(
+        let target = self.sink.dir.join(&format!(
             "part-{:05}-{:05}.{}",
             self.worker,
             part.seq,
             self.sink.format.extension()
         ));
-        std::fs::rename(&part.temp, &target)
-            .map_err(|e| Error::external(format!("committing {}", target.display()), e))?;
-        sync_dir(&self.sink.dir);
+        part.temp.rename_to(&target).map_err(|e| Error::external(format!("committing {target}"), e))?;
+        self.sink.dir.sync_dir();
         Ok(())
     }
 
@@ -349,20 +419,12 @@ impl FileWriter {
         let Some(part) = self.sync_open()? else {
             return Ok(());
         };
-        let hidden = part.temp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let hidden = part.temp.file_name();
         let Some(transactions) = self.transactions.as_mut() else {
             return Err(Error::internal("closing a checkpointed part without transactions"));
         };
         transactions.closed.push(ClosedPart { hidden, seq: part.seq });
         Ok(())
-    }
-}
-
-/// Makes renames and creations in `dir` durable; not every platform can sync a folder, so this
-/// is best effort.
-fn sync_dir(dir: &Path) {
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
     }
 }
 
@@ -401,13 +463,11 @@ fn hidden_part_attempt(name: &str) -> Option<Option<u64>> {
 
 /// The first sequence number after this worker's existing part files (of runs with and without
 /// checkpoints), so a rerun never overwrites committed output.
-fn next_sequence(dir: &Path, worker: usize, format: TextFormat) -> Result<u64> {
+fn next_sequence(dir: &Location, worker: usize, format: FileFormat) -> Result<u64> {
     let suffix = format!(".{}", format.extension());
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::external(format!("reading {}", dir.display()), e))?;
+    let entries = dir.entries().map_err(|e| Error::external(format!("reading {dir}"), e))?;
     let mut next = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in entries {
         let Some(numbers) = name.strip_prefix("part-").and_then(|rest| rest.strip_suffix(&suffix)) else {
             continue;
         };

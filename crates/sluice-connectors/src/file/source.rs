@@ -1,16 +1,14 @@
 //! Reading JSON Lines and CSV files into batches, line by line, with bad lines sent to the
-//! dead-letter sink instead of failing the batch.
+//! dead-letter sink instead of failing the batch; and Parquet files, row group by row group.
 //!
 //! Each file is a split, named by its path relative to the source's `path` (its file name when
 //! `path` is a file). Its position is the byte offset after the last complete line returned, with
-//! the line number (for dead-letter positions) and whether a CSV header was skipped, as JSON. A
-//! file read to its end is a position at its end: resuming never reads it again, except lines
-//! appended since.
+//! the line number (for dead-letter positions) and whether a CSV header was skipped, as JSON; for
+//! Parquet, the number of rows read. A file read to its end is a position at its end: resuming
+//! never reads it again, except lines appended since (a Parquet file cannot grow).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,7 +24,10 @@ use sluice_runtime::connector::{
 use sluice_runtime::dead_letter::DeadLetter;
 use sluice_runtime::{Error, Result};
 
-use super::SourceConfig;
+use super::avro::{self, AvroFileReader};
+use super::parquet::{self, ParquetReader};
+use super::storage::Location;
+use super::{FileFormat, SourceConfig};
 use crate::format::TextFormat;
 use crate::format::message::decode_reason;
 
@@ -64,7 +65,7 @@ impl Source for FileSource {
             restored.insert(state.split.clone(), position);
         }
         let mut reader = FileReader {
-            decoder: LineDecoder::new(&self.config),
+            decoder: self.config.format.text().map(|format| LineDecoder::new(&self.config, format)),
             config: self.config.clone(),
             context,
             restored,
@@ -90,20 +91,21 @@ impl Source for FileSource {
 struct FilePosition {
     /// Bytes consumed as complete lines.
     offset: u64,
-    /// Lines consumed (1-based number of the last one).
+    /// Lines consumed (1-based number of the last one); for Parquet, rows read.
     line: u64,
     /// CSV with a header: whether the header line was skipped.
     header_seen: bool,
 }
 
 /// How far one file has been read.
-#[derive(Debug)]
 pub(crate) struct Cursor {
-    path: PathBuf,
+    path: Location,
     /// The split name: the path relative to the source's path.
     name: String,
     position: FilePosition,
-    reader: Option<BufReader<File>>,
+    reader: Option<BufReader<Box<dyn Read + Send>>>,
+    /// The open Parquet or Avro file.
+    typed: Option<TypedReader>,
     /// Bounded mode: read to the end.
     done: bool,
     /// Whether the file was opened before (its length is checked against a resumed position
@@ -111,15 +113,29 @@ pub(crate) struct Cursor {
     opened: bool,
 }
 
+/// A reader of a typed file (Parquet, Avro).
+enum TypedReader {
+    Parquet(ParquetReader),
+    Avro(Box<AvroFileReader>),
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor").field("path", &self.path).field("position", &self.position).finish()
+    }
+}
+
 struct FileReader {
     config: Arc<SourceConfig>,
-    decoder: LineDecoder,
+    /// For JSON Lines and CSV; `None` for Parquet.
+    decoder: Option<LineDecoder>,
     context: SourceContext,
     /// Positions to resume files from, by split name.
     restored: HashMap<String, FilePosition>,
     /// This worker's files (its splits), in the order they were found.
     files: Vec<Cursor>,
-    known: HashSet<PathBuf>,
+    /// The files already found, by their names relative to the source's path.
+    known: HashSet<String>,
     current: usize,
     last_scan: Option<Instant>,
 }
@@ -152,16 +168,28 @@ impl SourceReader for FileReader {
         if scan_due {
             self.scan()?;
         }
-        let skip_header = self.decoder.skips_header();
         while self.current < self.files.len() {
             let cursor = &mut self.files[self.current];
-            let lines = cursor.read_lines(max_rows.max(1), self.config.follow, skip_header)?;
+            let Some(decoder) = &self.decoder else {
+                if let Some(batch) =
+                    cursor.read_typed(self.config.format, max_rows.max(1), &self.config.schema)?
+                {
+                    out.push(SourceBatch { output: 0, split: self.current, batch });
+                    return Ok(SourceStatus::Ready);
+                }
+                self.current += 1;
+                continue;
+            };
+            // An S3 object is complete when it appears (objects do not grow): its last line is
+            // whole even without a newline, and it is read once.
+            let follow = self.config.follow && cursor.path.local_path().is_some();
+            let lines = cursor.read_lines(max_rows.max(1), follow, decoder.skips_header())?;
             if !lines.is_empty() {
                 let path = cursor.path.clone();
                 let dead_letters = &mut self.context.dead_letters;
-                let batch = self.decoder.decode(&lines, &mut |line, raw, reason| {
+                let batch = decoder.decode(&lines, &mut |line, raw, reason| {
                     dead_letters.report(DeadLetter {
-                        position: format!("{}:{line}", path.display()),
+                        position: format!("{path}:{line}"),
                         raw: raw.to_vec(),
                         reason,
                     })
@@ -204,12 +232,11 @@ impl FileReader {
     /// being restored left them.
     fn scan(&mut self) -> Result<()> {
         self.last_scan = Some(Instant::now());
-        let root = &self.config.path;
-        let listed =
-            list_files(root).map_err(|e| Error::external(format!("reading {}", root.display()), e))?;
+        let root = &self.config.location;
+        let listed = root.list_files().map_err(|e| Error::external(format!("reading {root}"), e))?;
         let worker = self.context.worker;
         for (index, path) in listed.into_iter().enumerate() {
-            let name = split_name(root, &path);
+            let name = path.relative_to(root);
             // Bounded: balance by position in the sorted listing. Following: by name, so that
             // owners do not change when files appear.
             let mine = if self.config.follow {
@@ -217,9 +244,17 @@ impl FileReader {
             } else {
                 index % worker.peers.max(1) == worker.index
             };
-            if mine && self.known.insert(path.clone()) {
+            if mine && self.known.insert(name.clone()) {
                 let position = self.restored.get(&name).copied().unwrap_or_default();
-                self.files.push(Cursor { path, name, position, reader: None, done: false, opened: false });
+                self.files.push(Cursor {
+                    path,
+                    name,
+                    position,
+                    reader: None,
+                    typed: None,
+                    done: false,
+                    opened: false,
+                });
             }
         }
         Ok(())
@@ -228,14 +263,73 @@ impl FileReader {
 
 impl Cursor {
     /// A cursor at the start of `path`, for reading a whole file once.
-    pub(crate) fn start(path: &Path) -> Self {
+    pub(crate) fn start(path: &Location) -> Self {
         Self {
-            path: path.to_path_buf(),
+            path: path.clone(),
             name: String::new(),
             position: FilePosition::default(),
             reader: None,
+            typed: None,
             done: false,
             opened: false,
+        }
+    }
+
+    /// The next batch of up to `max` rows of a Parquet or Avro file, in `schema`; `None` once
+    /// the file is read (such a file is complete when it appears, so it is never read again).
+    pub(crate) fn read_typed(
+        &mut self,
+        format: FileFormat,
+        max: usize,
+        schema: &SchemaRef,
+    ) -> Result<Option<RecordBatch>> {
+        if self.done {
+            return Ok(None);
+        }
+        let reader = match &mut self.typed {
+            Some(reader) => reader,
+            None => {
+                let path = &self.path;
+                let failed = |e| Error::external(format!("reading {path}"), e);
+                let (name, skip) = (path.to_string(), self.position.line);
+                let reader = match format {
+                    FileFormat::Avro => TypedReader::Avro(Box::new(AvroFileReader::open(
+                        path.read_from(0).map_err(failed)?.0,
+                        &name,
+                        schema,
+                        skip,
+                        max,
+                    )?)),
+                    FileFormat::Parquet => TypedReader::Parquet(ParquetReader::open(
+                        path.open_random_access().map_err(failed)?,
+                        &name,
+                        schema,
+                        skip,
+                        max,
+                    )?),
+                    FileFormat::Jsonl | FileFormat::Csv => {
+                        return Err(Error::internal(format!(
+                            "{path} is read line by line, not as a typed file"
+                        )));
+                    }
+                };
+                self.typed.insert(reader)
+            }
+        };
+        let next = match reader {
+            TypedReader::Parquet(reader) => reader.next_batch()?,
+            TypedReader::Avro(reader) => reader.next_batch()?,
+        };
+        match next {
+            Some(batch) => {
+                self.position.line += batch.num_rows() as u64;
+                Ok(Some(batch))
+            }
+            None => {
+                self.typed = None;
+                self.done = true;
+                Ok(None)
+            }
         }
     }
 
@@ -248,24 +342,22 @@ impl Cursor {
             return Ok(lines);
         }
         let path = &self.path;
-        let io_error = |e| Error::external(format!("reading {}", path.display()), e);
+        let io_error = |e| Error::external(format!("reading {path}"), e);
         let reader = match &mut self.reader {
             Some(reader) => reader,
             None => {
-                let mut file = File::open(path).map_err(io_error)?;
-                let len = file.metadata().map_err(io_error)?.len();
+                let (file, len) = path.read_from(self.position.offset).map_err(io_error)?;
                 if !self.opened && len < self.position.offset {
                     // Resumed past the end: the file was truncated or replaced since the
                     // checkpoint. Its lines up to the offset were read; the rest cannot be told.
                     tracing::warn!(
-                        file = %path.display(),
+                        file = %path,
                         offset = self.position.offset,
                         len,
                         "the file is shorter than the position resumed from; waiting for it to grow"
                     );
                 }
                 self.opened = true;
-                file.seek(SeekFrom::Start(self.position.offset)).map_err(io_error)?;
                 self.reader.insert(BufReader::with_capacity(256 * 1024, file))
             }
         };
@@ -315,14 +407,9 @@ pub(crate) struct LineDecoder {
 }
 
 impl LineDecoder {
-    /// A decoder for the files of `config`.
-    pub(crate) fn new(config: &SourceConfig) -> Self {
-        Self {
-            format: config.format,
-            delimiter: config.delimiter,
-            header: config.header,
-            schema: config.schema.clone(),
-        }
+    /// A decoder of `format` for the files of `config`.
+    pub(crate) fn new(config: &SourceConfig, format: TextFormat) -> Self {
+        Self { format, delimiter: config.delimiter, header: config.header, schema: config.schema.clone() }
     }
 
     /// Whether the first non-blank line of each file is a header to skip.
@@ -412,32 +499,6 @@ impl LineDecoder {
     }
 }
 
-/// The file itself, or the regular, non-hidden files of a folder in name order.
-pub(crate) fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if !std::fs::metadata(path)?.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// The stable name of a file of the source at `root`: its path relative to `root`, or its file
-/// name when `root` is the file itself.
-fn split_name(root: &Path, path: &Path) -> String {
-    match path.strip_prefix(root) {
-        Ok(relative) if !relative.as_os_str().is_empty() => relative.to_string_lossy().into_owned(),
-        _ => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-    }
-}
-
 /// The worker that reads a file in follow mode: from its name, so it does not change when
 /// other files appear.
 fn owner_by_name(name: &str, peers: usize) -> usize {
@@ -448,23 +509,27 @@ fn owner_by_name(name: &str, peers: usize) -> usize {
 }
 
 /// Infers a schema from the first lines of the files at `path`: JSON Lines from up to 1000
-/// valid lines, CSV from the first file's header and rows.
+/// valid lines, CSV from the first file's header and rows, Parquet from the first file's schema.
 pub(crate) fn infer_schema(
-    path: &Path,
-    format: TextFormat,
+    path: &Location,
+    format: FileFormat,
     header: bool,
     delimiter: u8,
 ) -> Result<SchemaRef, String> {
-    let cannot = |e: std::io::Error| format!("cannot read \"{}\" to infer its schema: {e}", path.display());
-    let files = list_files(path).map_err(cannot)?;
+    let cannot = |e: std::io::Error| format!("cannot read \"{path}\" to infer its schema: {e}");
+    let files = path.list_files().map_err(cannot)?;
     let Some(first) = files.first() else {
-        return Err(format!("no files in \"{}\" to infer a schema from", path.display()));
+        return Err(format!("no files in \"{path}\" to infer a schema from"));
     };
     match format {
-        TextFormat::Jsonl => {
+        FileFormat::Avro => avro::file_schema(first.read_from(0).map_err(cannot)?.0, &first.to_string()),
+        FileFormat::Parquet => {
+            parquet::file_schema(first.open_random_access().map_err(cannot)?, &first.to_string())
+        }
+        FileFormat::Jsonl => {
             let mut values = Vec::new();
             for file in &files {
-                let reader = BufReader::new(File::open(file).map_err(cannot)?);
+                let reader = BufReader::new(file.read_from(0).map_err(cannot)?.0);
                 for line in reader.split(b'\n') {
                     let line = line.map_err(cannot)?;
                     // Bad lines are skipped here: they will reach the dead letters when read.
@@ -482,20 +547,20 @@ pub(crate) fn infer_schema(
                 }
             }
             if values.is_empty() {
-                return Err(format!("no JSON objects in \"{}\" to infer a schema from", path.display()));
+                return Err(format!("no JSON objects in \"{path}\" to infer a schema from"));
             }
             arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
                 .map(Arc::new)
-                .map_err(|e| format!("cannot infer a schema from \"{}\": {e}", path.display()))
+                .map_err(|e| format!("cannot infer a schema from \"{path}\": {e}"))
         }
-        TextFormat::Csv => {
-            let file = File::open(first).map_err(cannot)?;
+        FileFormat::Csv => {
+            let (file, _) = first.read_from(0).map_err(cannot)?;
             arrow::csv::reader::Format::default()
                 .with_header(header)
                 .with_delimiter(delimiter)
                 .infer_schema(file.take(16 * 1024 * 1024), Some(INFER_LINES))
                 .map(|(schema, _)| Arc::new(schema))
-                .map_err(|e| format!("cannot infer a schema from \"{}\": {e}", first.display()))
+                .map_err(|e| format!("cannot infer a schema from \"{first}\": {e}"))
         }
     }
 }

@@ -16,6 +16,8 @@ use arrow::json::LineDelimitedWriter;
 use serde::Deserialize;
 use sluice_runtime::{Error, Result};
 
+use super::avro::{AvroCodec, AvroDecoder, AvroEncoder};
+
 /// How one message's payload encodes one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,10 +30,12 @@ pub enum MessageFormat {
     /// The payload itself, as the schema's single value column: a string (`utf8`, which must
     /// be valid UTF-8) or bytes (`binary`).
     Raw,
+    /// The Avro binary encoding of one record of a writer schema (see [`AvroCodec`]).
+    Avro,
 }
 
 /// Names of the message formats, for messages.
-pub const MESSAGE_FORMATS: &[&str] = &["json", "csv", "raw"];
+pub const MESSAGE_FORMATS: &[&str] = &["json", "csv", "raw", "avro"];
 
 impl MessageFormat {
     /// Checks that `schema` (the columns decoded from the payload) suits this format: `raw`
@@ -65,13 +69,22 @@ pub type BadMessage<'a> = dyn FnMut(usize, String) -> Result<()> + 'a;
 pub struct MessageDecoder {
     format: MessageFormat,
     schema: SchemaRef,
+    /// For `avro`.
+    avro: Option<AvroDecoder>,
 }
 
 impl MessageDecoder {
     /// A decoder of `format` payloads into `schema` rows; the schema must pass
-    /// [`MessageFormat::check_schema`].
+    /// [`MessageFormat::check_schema`]. Avro needs its writer schema: see [`Self::avro`].
     pub fn new(format: MessageFormat, schema: SchemaRef) -> Self {
-        Self { format, schema }
+        Self { format, schema, avro: None }
+    }
+
+    /// A decoder of Avro payloads of `codec` records into `schema` rows; the error says which
+    /// declared columns the Avro schema does not give.
+    pub fn avro(codec: AvroCodec, schema: SchemaRef) -> std::result::Result<Self, String> {
+        let avro = AvroDecoder::new(codec, &schema)?;
+        Ok(Self { format: MessageFormat::Avro, schema, avro: Some(avro) })
     }
 
     /// The schema of decoded rows.
@@ -87,8 +100,13 @@ impl MessageDecoder {
         payloads: &[Option<&[u8]>],
         bad: &mut BadMessage<'_>,
     ) -> Result<(RecordBatch, Vec<usize>)> {
-        if self.format == MessageFormat::Raw {
-            return self.decode_raw(payloads, bad);
+        match (self.format, &self.avro) {
+            (MessageFormat::Raw, _) => return self.decode_raw(payloads, bad),
+            (MessageFormat::Avro, Some(avro)) => return avro.decode(payloads, bad),
+            (MessageFormat::Avro, None) => {
+                return Err(Error::internal("an Avro message decoder was built without its schema"));
+            }
+            _ => {}
         }
         let all_present = payloads.iter().all(|p| p.is_some_and(|p| !p.is_empty()));
         if all_present {
@@ -224,8 +242,8 @@ impl MessageDecoder {
                 decoder.decode(&[])?;
                 decoder.flush()?
             }
-            MessageFormat::Raw => {
-                return Err(ArrowError::InvalidArgumentError("raw is decoded apart".into()));
+            MessageFormat::Raw | MessageFormat::Avro => {
+                return Err(ArrowError::InvalidArgumentError("raw and avro are decoded apart".into()));
             }
         };
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
@@ -233,21 +251,33 @@ impl MessageDecoder {
 }
 
 /// Encodes each row of a batch as one message payload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct MessageEncoder {
     format: MessageFormat,
+    /// For `avro`.
+    avro: Option<AvroEncoder>,
 }
 
 impl MessageEncoder {
     /// An encoder of `format` payloads; for `raw`, batches must pass
-    /// [`MessageFormat::check_schema`].
+    /// [`MessageFormat::check_schema`]. Avro needs the stream's schema: see [`Self::avro`].
     pub fn new(format: MessageFormat) -> Self {
-        Self { format }
+        Self { format, avro: None }
+    }
+
+    /// An encoder of rows with the columns of `stream` as Avro records of `codec` (`None`: a
+    /// schema derived from the columns).
+    pub fn avro(codec: Option<&AvroCodec>, stream: &SchemaRef) -> Result<Self> {
+        Ok(Self { format: MessageFormat::Avro, avro: Some(AvroEncoder::new(codec, stream)?) })
     }
 
     /// One payload per row of `batch` (`None` for a NULL `raw` value), appended to `out`.
-    pub fn encode(&self, batch: &RecordBatch, out: &mut Vec<Option<Vec<u8>>>) -> Result<()> {
+    pub fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<Option<Vec<u8>>>) -> Result<()> {
         match self.format {
+            MessageFormat::Avro => match &mut self.avro {
+                Some(avro) => avro.encode(batch, out)?,
+                None => return Err(Error::internal("an Avro message encoder was built without its schema")),
+            },
             MessageFormat::Json => {
                 let mut bytes = Vec::new();
                 let mut writer = LineDelimitedWriter::new(&mut bytes);

@@ -1,6 +1,9 @@
 //! Encodings shared by connectors: [`TextFormat`] for files and standard output (JSON Lines,
-//! CSV), and [`message`] for messaging systems, where each message holds one record.
+//! CSV), [`message`] for messaging systems, where each message holds one record, and [`avro`]
+//! for Avro payloads.
 
+pub mod avro;
+pub(crate) mod conform;
 pub mod message;
 
 use arrow::csv::WriterBuilder;

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
+use crate::format::avro::{AvroCodec, declared_codec};
 use crate::format::message::MessageFormat;
 use crate::{SinkRequest, SourceRequest, arrow_schema, options};
 
@@ -48,8 +49,11 @@ pub struct KafkaSourceOptions {
     /// `never` (default: read forever) or `latest`: stop at the end offsets the partitions had
     /// when reading started (a bounded read, e.g. a backfill).
     pub stop_at: Option<StopAt>,
-    /// Payload format: `json` (default), `csv` or `raw`.
+    /// Payload format: `json` (default), `csv`, `raw` or `avro`.
     pub format: Option<MessageFormat>,
+    /// For `format: avro`: the writer schema, checked as [`crate::format::avro::AvroOptions`]; without it, the
+    /// schema is derived from the declared columns.
+    pub avro: Option<serde_json::Value>,
     /// Columns filled from the message instead of its payload: `{column: what}` where what is
     /// `key`, `topic`, `partition`, `offset`, `timestamp`, `headers` (all headers as a JSON
     /// object) or `header:NAME`.
@@ -70,6 +74,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "start_timestamp",
     "stop_at",
     "format",
+    "avro",
     "metadata",
     "properties",
 ];
@@ -108,8 +113,11 @@ pub struct KafkaSinkOptions {
     pub brokers: Option<String>,
     /// The topic written to (it must exist). Required.
     pub topic: Option<String>,
-    /// Payload format: `json` (default), `csv` or `raw`.
+    /// Payload format: `json` (default), `csv`, `raw` or `avro`.
     pub format: Option<MessageFormat>,
+    /// For `format: avro`: the writer schema, checked as [`crate::format::avro::AvroOptions`]; without it, the
+    /// schema is derived from the stream's columns.
+    pub avro: Option<serde_json::Value>,
     /// Column whose value is the record key (records with equal keys go to the same
     /// partition); none: no key, records spread over partitions.
     pub key: Option<String>,
@@ -120,7 +128,7 @@ pub struct KafkaSinkOptions {
 }
 
 /// Option names of the `kafka` sink.
-pub const SINK_OPTIONS: &[&str] = &["brokers", "topic", "format", "key", "headers", "properties"];
+pub const SINK_OPTIONS: &[&str] = &["brokers", "topic", "format", "avro", "key", "headers", "properties"];
 
 /// What a column of the source's output holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +198,8 @@ pub(crate) struct SourceConfig {
     pub(crate) start: Start,
     pub(crate) stop_at: StopAt,
     pub(crate) format: MessageFormat,
+    /// For `avro`: the writer schema.
+    pub(crate) avro: Option<AvroCodec>,
     /// The source's output.
     pub(crate) schema: SchemaRef,
     /// The columns decoded from the payload.
@@ -271,25 +281,57 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
             None
         }
     };
+    let is_avro = format == MessageFormat::Avro;
+    let declared = declared_codec(options.avro.as_ref(), is_avro, request.base_dir, &mut diagnostics);
     let columns = schema.as_ref().and_then(|schema| {
         columns(schema, options.metadata.as_ref().unwrap_or(&BTreeMap::new()), format, &mut diagnostics)
     });
-    match (client, topics, start, schema, columns) {
-        (Some(client), Some(topics), Some(start), Some(schema), Some((columns, value_schema)))
-            if diagnostics.is_empty() =>
-        {
-            Ok(Arc::new(KafkaSource::new(SourceConfig {
-                client,
-                topics,
-                start,
-                stop_at: options.stop_at.unwrap_or_default(),
-                format,
-                schema,
-                value_schema,
-                columns,
-            })))
+    let avro = match (&columns, declared) {
+        (Some((_, value_schema)), Some(declared)) if is_avro => {
+            avro_codec(declared, value_schema, &mut diagnostics).map(Some)
         }
+        (_, declared) => declared.map(|_| None),
+    };
+    match (client, topics, start, schema, columns, avro) {
+        (
+            Some(client),
+            Some(topics),
+            Some(start),
+            Some(schema),
+            Some((columns, value_schema)),
+            Some(avro),
+        ) if diagnostics.is_empty() => Ok(Arc::new(KafkaSource::new(SourceConfig {
+            client,
+            topics,
+            start,
+            stop_at: options.stop_at.unwrap_or_default(),
+            format,
+            avro,
+            schema,
+            value_schema,
+            columns,
+        }))),
         _ => Err(diagnostics),
+    }
+}
+
+/// The writer schema of an Avro source: the declared one, which must give the payload's
+/// columns, or one derived from them.
+fn avro_codec(
+    declared: Option<AvroCodec>,
+    value_schema: &SchemaRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<AvroCodec> {
+    let (path, checked) = match declared {
+        Some(codec) => ("options.avro.schema", codec.check_columns(value_schema).map(|()| codec)),
+        None => ("options.format", AvroCodec::derive(value_schema)),
+    };
+    match checked {
+        Ok(codec) => Some(codec),
+        Err(message) => {
+            diagnostics.push(Diagnostic::new(path, message));
+            None
+        }
     }
 }
 
@@ -395,11 +437,19 @@ pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic
     if options.topic.is_none() {
         diagnostics.push(options::missing("options", "topic"));
     }
-    match (client, options.topic) {
-        (Some(client), Some(topic)) if diagnostics.is_empty() => Ok(Arc::new(KafkaSink::new(
+    let format = options.format.unwrap_or_default();
+    let avro = declared_codec(
+        options.avro.as_ref(),
+        format == MessageFormat::Avro,
+        request.base_dir,
+        &mut diagnostics,
+    );
+    match (client, options.topic, avro) {
+        (Some(client), Some(topic), Some(avro)) if diagnostics.is_empty() => Ok(Arc::new(KafkaSink::new(
             client,
             topic,
-            options.format.unwrap_or_default(),
+            format,
+            avro,
             options.key,
             options.headers.unwrap_or_default(),
         ))),

@@ -20,6 +20,7 @@ use sluice_runtime::connector::{Sink, SinkContext, SinkWriter};
 use sluice_runtime::{Error, Result};
 
 use super::client::{ClientSettings, Context};
+use crate::format::avro::AvroCodec;
 use crate::format::message::{MessageEncoder, MessageFormat};
 
 /// How long waiting for acknowledgements may take: longer than librdkafka's default delivery
@@ -34,6 +35,8 @@ pub struct KafkaSink {
     client: ClientSettings,
     topic: String,
     format: MessageFormat,
+    /// For `avro`: the declared writer schema (else derived from the stream's columns).
+    avro: Option<AvroCodec>,
     key: Option<String>,
     headers: BTreeMap<String, String>,
 }
@@ -43,10 +46,11 @@ impl KafkaSink {
         client: ClientSettings,
         topic: String,
         format: MessageFormat,
+        avro: Option<AvroCodec>,
         key: Option<String>,
         headers: BTreeMap<String, String>,
     ) -> Self {
-        Self { client, topic, format, key, headers }
+        Self { client, topic, format, avro, key, headers }
     }
 
     fn column(&self, schema: &SchemaRef, option: &str, name: &str) -> Result<usize> {
@@ -67,6 +71,10 @@ impl Sink for KafkaSink {
         if self.format == MessageFormat::Raw {
             self.format.check_schema(&schema).map_err(Error::user)?;
         }
+        let encoder = match self.format {
+            MessageFormat::Avro => MessageEncoder::avro(self.avro.as_ref(), &schema)?,
+            format => MessageEncoder::new(format),
+        };
         let key = self.key.as_deref().map(|name| self.column(&schema, "key", name)).transpose()?;
         let headers = self
             .headers
@@ -103,7 +111,7 @@ impl Sink for KafkaSink {
         Ok(Box::new(KafkaWriter {
             producer,
             topic: self.topic.clone(),
-            encoder: MessageEncoder::new(self.format),
+            encoder,
             key,
             headers,
             payloads: Vec::new(),

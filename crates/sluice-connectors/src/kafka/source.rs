@@ -149,7 +149,12 @@ impl KafkaReader {
         let wants_key = config.columns.contains(&Column::Key);
         let wants_headers = config.columns.iter().any(|c| matches!(c, Column::Headers | Column::Header(_)));
         Ok(Self {
-            decoder: MessageDecoder::new(config.format, config.value_schema.clone()),
+            decoder: match &config.avro {
+                Some(codec) => {
+                    MessageDecoder::avro(codec.clone(), config.value_schema.clone()).map_err(Error::user)?
+                }
+                None => MessageDecoder::new(config.format, config.value_schema.clone()),
+            },
             received: splits.iter().map(|_| Vec::new()).collect(),
             config,
             consumer,

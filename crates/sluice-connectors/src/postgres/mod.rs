@@ -413,7 +413,7 @@ impl Drop for Database {
 
 /// Blocks on `future`; from inside another runtime (where blocking on this one would panic),
 /// through a scoped thread.
-fn block_on<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+pub(crate) fn block_on<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,

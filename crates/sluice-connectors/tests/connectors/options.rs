@@ -94,7 +94,7 @@ fn bad_source_configs_get_exact_diagnostics() {
             false,
             vec![
                 "options.follow: invalid type: string \"yes\", expected a boolean",
-                "options.format: unknown variant `xml`, expected `jsonl` or `csv`",
+                "options.format: unknown variant `xml`, expected one of `jsonl`, `csv`, `parquet`, `avro`",
             ],
         ),
         (
@@ -113,7 +113,7 @@ fn bad_source_configs_get_exact_diagnostics() {
             Some(&fields),
             false,
             vec![
-                "options.format: cannot tell the format of \"/nonexistent/data/in.txt\" from its extension; set `format: jsonl` or `format: csv`",
+                "options.format: cannot tell the format of \"/nonexistent/data/in.txt\" from its extension; set `format: jsonl`, `format: csv`, `format: parquet` or `format: avro`",
             ],
         ),
         (
@@ -129,6 +129,92 @@ fn bad_source_configs_get_exact_diagnostics() {
             Some(&fields),
             false,
             vec!["options.csv.delimiter: the delimiter must be a single ASCII character, found \"::\""],
+        ),
+        (
+            "file",
+            json!({"path": "s3:///in.jsonl"}),
+            Some(&fields),
+            false,
+            vec!["options.path: '' is not a bucket name; the form is s3://bucket/key"],
+        ),
+        (
+            "file",
+            json!({"path": "gs://bucket/in.jsonl"}),
+            Some(&fields),
+            false,
+            vec!["options.path: the scheme 'gs://' is not supported; use a local path or s3://bucket/key"],
+        ),
+        (
+            "file",
+            json!({"path": "in.jsonl", "s3": {"region": "eu-west-1"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.s3: only used with an `s3://` path; remove `s3` or write the path as s3://bucket/key",
+            ],
+        ),
+        (
+            "file",
+            json!({"path": "s3://bucket/in.jsonl", "s3": {"endpiont": "http://127.0.0.1:9000", "region": 5}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.s3.endpiont: unknown option \"endpiont\"; did you mean \"endpoint\"?",
+                "options.s3.region: invalid type: integer `5`, expected a string",
+            ],
+        ),
+        (
+            "file",
+            json!({"path": "s3://bucket/in.jsonl", "s3": {"access_key_id": "${env:KEY", "secret_access_key": "${vault:x}"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.s3.access_key_id: unclosed \"${\" in \"${env:KEY\"; write a reference as ${env:NAME}",
+                "options.s3.secret_access_key: \"${vault:x}\" is not a reference Sluice knows; write ${env:NAME} to use the environment variable NAME",
+            ],
+        ),
+        (
+            "file",
+            json!({"path": "s3://bucket/in.jsonl", "s3": {"access_key_id": "${env:KEY}"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.s3: give both `access_key_id` and `secret_access_key`, or neither; without them, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "avro": {"schema_file": "x.avsc"}}),
+            Some(&fields),
+            false,
+            vec!["options.avro: only used with `format: avro`; set `format: avro` or remove `avro`"],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{\"type\": \"string\"}"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.avro.schema: the Avro schema must be a record (`\"type\": \"record\"` with `fields`), one field per column",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": {
+                "type": "record", "name": "R", "fields": [{"name": "price", "type": "long"}, {"name": "extra", "type": "int"}]
+            }}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.avro.schema: the Avro schema does not give the declared columns: it has no column `name`; its columns are `price` (Int64), `extra` (Int32)",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema_file": "missing.avsc", "schema": "{}"}}),
+            Some(&fields),
+            false,
+            vec!["options.avro: set only one of `schema` and `schema_file`"],
         ),
     ];
     for (connector, options, schema, infer, expected) in cases {
@@ -156,6 +242,45 @@ fn bad_sink_configs_get_exact_diagnostics() {
             vec!["options.roll_bytes: invalid value: integer `-1`, expected u64"],
         ),
         ("blackhole", json!({"x": 1}), vec!["options.x: unknown option \"x\""]),
+        (
+            "file",
+            json!({"path": "out", "row_group_rows": 1000}),
+            vec![
+                "options.row_group_rows: only used with `format: parquet`; remove `row_group_rows` or set `format: parquet`",
+            ],
+        ),
+        (
+            "file",
+            json!({"format": "parquet", "row_group_rows": 0}),
+            vec![
+                "options.row_group_rows: must be at least 1",
+                "options.path: missing required option \"path\"",
+            ],
+        ),
+        (
+            "file",
+            json!({"path": "s3://bucket/out", "s3": {"secret_access_key": "x", "sesion_token": "y"}}),
+            vec!["options.s3.sesion_token: unknown option \"sesion_token\""],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema_file": "missing.avsc"}}),
+            vec![
+                "options.avro.schema_file: cannot read \"/nonexistent/missing.avsc\": No such file or directory (os error 2)",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{not json", "schemas": 1}}),
+            vec!["options.avro.schemas: unknown option \"schemas\"; did you mean \"schema\"?"],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{not json"}}),
+            vec![
+                "options.avro.schema: the Avro schema is not valid JSON: key must be a string at line 1 column 2",
+            ],
+        ),
     ];
     for (connector, options, expected) in cases {
         assert_eq!(sink_errors(connector, options.clone()), expected, "{connector} {options}");

@@ -391,3 +391,165 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_pipeline_keeps_going() {
         }
     }
 }
+
+/// The declared schema of clicks, as a YAML flow sequence.
+const CLICK_SCHEMA: &str = "[{name: uid, type: string, nullable: false}, {name: ts, type: int64, nullable: false}, {name: url, type: string}]";
+
+/// The Avro writer schema of clicks in the Avro topic.
+const CLICK_AVRO: &str = r#"{"type":"record","name":"Click","fields":[{"name":"uid","type":"string"},{"name":"ts","type":"long"},{"name":"url","type":["null","string"]}]}"#;
+
+/// Avro's variable-length zig-zag encoding of a `long`, written here from the specification
+/// so that the test does not trust the encoder under test.
+fn avro_long(value: i64, out: &mut Vec<u8>) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+fn avro_string(value: &str, out: &mut Vec<u8>) {
+    avro_long(value.len() as i64, out);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// Click `i` as the Avro binary encoding of a `CLICK_AVRO` record (every 7th without a url).
+fn avro_click(i: u64) -> Vec<u8> {
+    let (uid, ts) = click(i);
+    let mut out = Vec::new();
+    avro_string(&uid, &mut out);
+    avro_long(ts, &mut out);
+    if i.is_multiple_of(7) {
+        avro_long(0, &mut out);
+    } else {
+        avro_long(1, &mut out);
+        avro_string(&format!("/p/{}", i % 97), &mut out);
+    }
+    out
+}
+
+/// A click as the file sink writes it: `url` left out when null.
+fn click_row(i: u64, with_url: bool) -> Value {
+    let (uid, ts) = click(i);
+    if with_url {
+        json!({"uid": uid, "ts": ts, "url": format!("/p/{}", i % 97)})
+    } else {
+        json!({"uid": uid, "ts": ts})
+    }
+}
+
+/// Poison records on a JSON topic and on an Avro topic of one pipeline: every one is a dead
+/// letter in the dead-letter topic with a reason saying what is wrong, and every good record
+/// reaches the files exactly once.
+#[test]
+fn poison_json_and_avro_records_all_land_in_the_dead_letter_topic_with_their_reasons() {
+    let broker = Tansu::start().expect("tansu is needed for the Kafka tests (run .ci/run to install it)");
+    broker.create_topic("clicks-json", 2);
+    broker.create_topic("clicks-avro", 2);
+    broker.create_topic("dead-letters", 1);
+    let clicks = 2_000u64;
+    produce_clicks(&broker, "clicks-json", 0..clicks, Some(400));
+    // The Avro topic: good clicks, and every 250th click followed by four kinds of poison.
+    let mut payloads: Vec<(Vec<u8>, &str)> = Vec::new();
+    for i in 0..clicks {
+        payloads.push((avro_click(i), "good"));
+        if i % 250 == 0 {
+            payloads.push((format!("garbage {i}").into_bytes(), "garbage"));
+            let whole = avro_click(i);
+            payloads.push((whole[..whole.len() - 3].to_vec(), "truncated"));
+            let mut longer = avro_click(i);
+            longer.extend_from_slice(b"xyz");
+            payloads.push((longer, "trailing"));
+            // Another schema: the fields in another order (ts first).
+            let (uid, ts) = click(i);
+            let mut other = Vec::new();
+            avro_long(ts, &mut other);
+            avro_string(&uid, &mut other);
+            payloads.push((other, "other schema"));
+        }
+    }
+    let records: Vec<Outgoing<'_>> =
+        payloads.iter().map(|(p, _)| (None, Some(p.as_slice()), &[][..])).collect();
+    broker.produce("clicks-avro", &records);
+    let poison_avro = payloads.iter().filter(|(_, kind)| *kind != "good").count();
+
+    let brokers = broker.brokers();
+    let spec = format!(
+        r#"
+name: poison
+epoch_ms: 100
+checkpoints: {{interval: 1s, location: state}}
+dead_letter: {{connector: kafka, options: {{brokers: "{brokers}", topic: dead-letters}}}}
+sources:
+  - name: json_clicks
+    connector: kafka
+    options: {{brokers: "{brokers}", topic: clicks-json, stop_at: latest}}
+    schema: {CLICK_SCHEMA}
+  - name: avro_clicks
+    connector: kafka
+    options:
+      brokers: "{brokers}"
+      topic: clicks-avro
+      stop_at: latest
+      format: avro
+      avro: {{schema: '{CLICK_AVRO}'}}
+    schema: {CLICK_SCHEMA}
+processors:
+  - {{name: from_json, inputs: [json_clicks], sql: "SELECT uid, ts, url FROM json_clicks"}}
+  - {{name: from_avro, inputs: [avro_clicks], sql: "SELECT uid, ts, url FROM avro_clicks"}}
+sinks:
+  - {{name: json_out, connector: file, inputs: [from_json], options: {{path: out/json}}}}
+  - {{name: avro_out, connector: file, inputs: [from_avro], options: {{path: out/avro}}}}
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), spec).unwrap();
+    finish(start(dir.path()), "a run over poison JSON and Avro records");
+
+    let expected_json: Vec<Value> = (0..clicks).map(|i| click_row(i, true)).collect();
+    let expected_avro: Vec<Value> = (0..clicks).map(|i| click_row(i, i % 7 != 0)).collect();
+    assert_eq!(canonical(&read_json_lines(&dir.path().join("out/json"))), canonical(&expected_json));
+    assert_eq!(canonical(&read_json_lines(&dir.path().join("out/avro"))), canonical(&expected_avro));
+
+    let letters: Vec<Value> = broker
+        .consume_all("dead-letters")
+        .iter()
+        .map(|record| serde_json::from_slice(record.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let from = |node: &str| letters.iter().filter(|l| l["node"] == json!(node)).collect::<Vec<_>>();
+    let (json_letters, avro_letters) = (from("json_clicks"), from("avro_clicks"));
+    assert_eq!(json_letters.len(), 2 * (clicks / 400) as usize, "every poison JSON record: {json_letters:?}");
+    assert_eq!(avro_letters.len(), poison_avro, "every poison Avro record: {avro_letters:?}");
+    assert_eq!(json_letters.len() + avro_letters.len(), letters.len(), "nothing else");
+    for letter in &json_letters {
+        let (raw, reason) = (letter["raw"].as_str().unwrap(), letter["reason"].as_str().unwrap());
+        if raw.starts_with("garbage") {
+            assert!(reason.starts_with("not valid JSON"), "{letter}");
+        } else {
+            assert!(raw.contains("not a number") && reason.contains("ts"), "{letter}");
+        }
+    }
+    let mut reasons = BTreeMap::<&str, usize>::new();
+    for letter in &avro_letters {
+        assert_eq!(
+            (&letter["pipeline"], &letter["kind"]),
+            (&json!("poison"), &json!("bad_record")),
+            "{letter}"
+        );
+        assert!(letter["position"].as_str().unwrap().starts_with("kafka clicks-avro/"), "{letter}");
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(reason.starts_with("not valid Avro for the declared schema"), "{letter}");
+        let kind = if reason.contains("ends in the middle") {
+            "ends early"
+        } else if reason.contains("left over") {
+            "left over"
+        } else {
+            "other"
+        };
+        *reasons.entry(kind).or_default() += 1;
+    }
+    let batches = clicks.div_ceil(250) as usize;
+    assert_eq!(reasons.get("left over"), Some(&batches), "{reasons:?}: the trailing bytes");
+    assert!(reasons.get("ends early").copied().unwrap_or(0) >= batches, "{reasons:?}: the truncated records");
+}

@@ -210,3 +210,52 @@ fn checkpoints_to_s3_survive_a_kill_9() {
     assert!(!dir.path().join("state").exists(), "nothing went to the local default location");
     assert_same_as_reference(dir.path(), "kill -9 with checkpoints on S3");
 }
+
+/// The file sinks on S3 (credentials from the standard AWS variables), killed with SIGKILL
+/// after a checkpoint and resumed: the objects committed under the prefixes are exactly the
+/// uninterrupted run's output, and no staging object is left.
+#[test]
+fn file_sinks_on_s3_survive_a_kill_9_exactly() {
+    let Some(server) = S3sFs::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SPEC
+        .replace("path: out/counts", &format!("path: \"s3://{BUCKET}/out/counts\""))
+        .replace("path: out/sellers", &format!("path: \"s3://{BUCKET}/out/sellers\""));
+    std::fs::write(dir.path().join("pipeline.yaml"), spec).unwrap();
+    let start_s3 = || {
+        sluice()
+            .args(["run", "pipeline.yaml", "-q", "-w", "2"])
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice")
+    };
+    let mut child = start_s3();
+    wait_for_new_checkpoint(&mut child, &dir.path().join("state"), None, "run writing to S3");
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    finish(start_s3(), "resume writing to S3");
+    // The server keeps objects as files: read what was committed without Sluice.
+    let out = server.root().join(BUCKET).join("out");
+    assert!(!dir.path().join("out").exists(), "nothing went to a local folder");
+    let (counts, sellers) =
+        (canonical(&read_json_lines(&out.join("counts"))), canonical(&read_json_lines(&out.join("sellers"))));
+    let (expected_counts, expected_sellers) = reference();
+    assert_eq!(counts.len(), expected_counts.len(), "counts on S3: every row once");
+    assert!(&counts == expected_counts, "counts on S3 differ from the uninterrupted run");
+    assert!(&sellers == expected_sellers, "sellers on S3 differ from the uninterrupted run");
+    for folder in ["counts", "sellers"] {
+        let staged: Vec<String> = std::fs::read_dir(out.join(folder))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.'))
+            .collect();
+        assert!(staged.is_empty(), "{folder}: staging objects left: {staged:?}");
+    }
+}

@@ -240,7 +240,7 @@ fn file_sinks_on_s3_survive_a_kill_9_exactly() {
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap();
     child.wait().unwrap();
-    finish(start_s3(), "resume writing to S3");
+    finish_run(start_s3(), "resume writing to S3");
     // The server keeps objects as files: read what was committed without Sluice.
     let out = server.root().join(BUCKET).join("out");
     assert!(!dir.path().join("out").exists(), "nothing went to a local folder");

@@ -9,7 +9,7 @@
 
 mod rate;
 mod retry;
-mod secret;
+pub(crate) mod secret;
 mod writer;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,167 @@
+//! An MQTT client for tests: publishes, and collects what a subscription receives,
+//! independently of the `mqtt` connector. Talks to the machine's broker at `127.0.0.1:1883`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+/// The broker the tests use.
+pub const URL: &str = "mqtt://127.0.0.1:1883";
+
+/// One message a [`Subscriber`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Whether the broker sent it as a retained message.
+    pub retain: bool,
+}
+
+/// Whether the broker answers; see [`super::server_answers`].
+pub fn available() -> bool {
+    super::server_answers(
+        1883,
+        "MQTT (Mosquitto)",
+        "mosquitto -d -c /etc/mosquitto/mosquitto.conf (see .ci/run)",
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("start a runtime")
+}
+
+/// Publishes `payloads` to `topic` with QoS 1 and waits until the broker acknowledged all.
+pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
+    publish_with(topic, payloads, false);
+}
+
+/// Removes the retained message of each topic (an empty retained message does that).
+pub fn clear_retained(topics: &[String]) {
+    for topic in topics {
+        publish_with(topic, &[Vec::new()], true);
+    }
+}
+
+fn publish_with(topic: &str, payloads: &[Vec<u8>], retain: bool) {
+    let runtime = runtime();
+    let id = super::unique_name("test-publisher");
+    let (client, mut events) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", 1883), 100);
+    let (acknowledged, mut progress) = tokio::sync::watch::channel(0usize);
+    runtime.spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged.send_modify(|n| *n += 1),
+                Ok(_) => {}
+                Err(error) => panic!("test publisher: {error}"),
+            }
+        }
+    });
+    let count = payloads.len();
+    runtime.block_on(async {
+        for payload in payloads {
+            client.publish(topic, QoS::AtLeastOnce, retain, payload.clone()).await.expect("publish");
+        }
+        tokio::time::timeout(Duration::from_secs(60), progress.wait_for(|n| *n >= count))
+            .await
+            .expect("the broker acknowledges in time")
+            .expect("the publisher runs");
+    });
+    runtime.shutdown_background();
+}
+
+/// A subscription collecting every message it receives, in a background task.
+pub struct Subscriber {
+    /// Runs the subscription until the subscriber is dropped.
+    _runtime: tokio::runtime::Runtime,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` with QoS 1 and a clean session; returns once the broker
+    /// acknowledged the subscription.
+    pub fn start(filter: &str) -> Self {
+        let runtime = runtime();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let filter = filter.to_owned();
+        runtime.spawn(async move {
+            let mut options = MqttOptions::new(super::unique_name("test-subscriber"), "127.0.0.1", 1883);
+            options.set_max_packet_size(Some(16 * 1024 * 1024));
+            let (client, mut events) = AsyncClient::new(options, 100);
+            client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let message = Received {
+                            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                            payload: publish.payload.to_vec(),
+                            retain: publish.retain,
+                        };
+                        sink.lock().expect("lock").push(message);
+                    }
+                    Ok(_) => {}
+                    Err(error) => panic!("test subscriber: {error}"),
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("the broker acknowledges the subscription");
+        Self { _runtime: runtime, received }
+    }
+
+    /// What was received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `count` messages arrived (or `timeout` passed), then a little
+    /// longer so that extra messages would show; returns them all.
+    pub fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        while self.received.lock().expect("lock").len() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.received()
+    }
+}
+
+/// Creates the persistent session a source with `client_id` will resume: subscribed to
+/// `filter` with QoS 1, kept for `expiry_secs` seconds. The broker queues messages for it
+/// from now on, so a pipeline started later misses none.
+pub fn create_session(client_id: &str, filter: &str, expiry_secs: u32) {
+    let runtime = runtime();
+    runtime.block_on(async {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", 1883);
+        options.set_clean_start(false).set_session_expiry_interval(Some(expiry_secs));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => return,
+                    Ok(_) => {}
+                    Err(error) => panic!("creating a session: {error}"),
+                }
+            }
+        })
+        .await
+        .expect("the broker acknowledges the subscription");
+        client.disconnect().await.expect("disconnect");
+        // Let the DISCONNECT go out before the connection is dropped.
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+    });
+    runtime.shutdown_background();
+}

@@ -213,9 +213,12 @@ impl ClientTask {
             }
         }
         let mut last_warning: Option<Instant> = None;
+        let mut disconnecting = false;
         loop {
             match self.events.poll().await {
-                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
+                // After our DISCONNECT the broker closes the connection: everything is out.
+                Err(_) if disconnecting => return,
                 Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
                     if self.sender.send(Event::Message(publish)).await.is_err() {
                         return;

@@ -42,20 +42,25 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Publishes `payloads` to `topic` with QoS 1 and waits until the broker acknowledged all.
 pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
-    publish_with(topic, payloads, false);
+    publish_with(1883, topic, payloads, false);
+}
+
+/// [`publish`] to the broker on `127.0.0.1:port`.
+pub fn publish_to(port: u16, topic: &str, payloads: &[Vec<u8>]) {
+    publish_with(port, topic, payloads, false);
 }
 
 /// Removes the retained message of each topic (an empty retained message does that).
 pub fn clear_retained(topics: &[String]) {
     for topic in topics {
-        publish_with(topic, &[Vec::new()], true);
+        publish_with(1883, topic, &[Vec::new()], true);
     }
 }
 
-fn publish_with(topic: &str, payloads: &[Vec<u8>], retain: bool) {
+fn publish_with(port: u16, topic: &str, payloads: &[Vec<u8>], retain: bool) {
     let runtime = runtime();
     let id = super::unique_name("test-publisher");
-    let (client, mut events) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", 1883), 100);
+    let (client, mut events) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
     let (acknowledged, mut progress) = tokio::sync::watch::channel(0usize);
     runtime.spawn(async move {
         loop {
@@ -165,4 +170,78 @@ pub fn create_session(client_id: &str, filter: &str, expiry_secs: u32) {
         let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
     });
     runtime.shutdown_background();
+}
+
+/// A Mosquitto broker of a test's own on a free loopback port, keeping its sessions in a
+/// temporary folder across restarts; stopped on drop. For tests that restart the broker.
+pub struct PrivateBroker {
+    child: Option<std::process::Child>,
+    /// The broker's port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateBroker {
+    /// Starts a broker, or returns `None` (after a loud warning) when Mosquitto is not installed
+    /// and `CI` is not set.
+    pub fn start() -> Option<Self> {
+        if !std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            let help =
+                "/usr/sbin/mosquitto is missing; install it with `apt-get install mosquitto` or run .ci/run";
+            if std::env::var_os("CI").is_some() {
+                panic!("{help}");
+            }
+            eprintln!("\n!!!!!!!!\n!!! SKIPPING MQTT BROKER RESTART TESTS: {help}\n!!!!!!!!\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let port = super::free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write the broker's configuration");
+        let mut broker = Self { child: None, port, dir };
+        broker.spawn();
+        Some(broker)
+    }
+
+    fn spawn(&mut self) {
+        let log =
+            std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("create the broker log");
+        let child = std::process::Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "the private broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker with SIGTERM (it saves its sessions), waits `down`, starts it again.
+    pub fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

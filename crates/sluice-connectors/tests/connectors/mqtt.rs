@@ -323,3 +323,31 @@ fn bad_mqtt_configs_get_exact_diagnostics() {
         assert_eq!(sink_errors("mqtt", options.clone()), expected, "{options}");
     }
 }
+
+#[test]
+fn the_source_reconnects_after_a_broker_restart_and_its_session_goes_on() {
+    let Some(mut broker) = mqtt::PrivateBroker::start() else { return };
+    let topic = unique_name("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dl.jsonl");
+    let mut options = options(&topic, &unique_name("session"));
+    options["url"] = json!(format!("mqtt://127.0.0.1:{}", broker.port));
+    let source = source("mqtt", options, Some(&schema()), false, dir.path());
+    let mut reader = checkpointing_reader(source.as_ref(), &dead);
+    mqtt::publish_to(broker.port, &topic, &payloads(0..30));
+    assert_eq!(ids(&read(reader.as_mut(), 30)), (0..30).collect::<Vec<_>>());
+    let checkpoint = reader.snapshot().unwrap();
+    reader.positions_committed(&checkpoint).unwrap();
+    // Let the acknowledgements reach the broker before it goes down.
+    std::thread::sleep(Duration::from_millis(300));
+    broker.restart(Duration::from_millis(500));
+    // Published before the reader is back: the restored session queues them.
+    mqtt::publish_to(broker.port, &topic, &payloads(30..50));
+    assert_eq!(
+        ids(&read(reader.as_mut(), 20)),
+        (30..50).collect::<Vec<_>>(),
+        "nothing acknowledged comes again"
+    );
+    drop(reader);
+    assert!(!dead.exists());
+}

@@ -3,6 +3,8 @@
 //! shown), and connecting.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_runtime::{Error, Result};
@@ -90,7 +92,13 @@ impl ClientSettings {
     }
 
     /// Connects (failing when no server answers), with secrets resolved from the environment.
-    pub(crate) fn connect(&self, io: &IoRuntime, name: String) -> Result<async_nats::Client> {
+    /// Returns the client and a count of its (re)connections: it changes when the client has
+    /// reconnected, after which server-side state such as ephemeral consumers may be gone.
+    pub(crate) fn connect(
+        &self,
+        io: &IoRuntime,
+        name: String,
+    ) -> Result<(async_nats::Client, Arc<AtomicU64>)> {
         let mut redactor = Redactor::default();
         let env = |name: &str| std::env::var(name).ok();
         let resolve = |template: &Template, key: &str, redactor: &mut Redactor| {
@@ -98,7 +106,15 @@ impl ClientSettings {
                 .resolve(&env, redactor)
                 .map_err(|message| Error::user(format!("NATS `{key}`: {message}")))
         };
+        let connections = Arc::new(AtomicU64::new(0));
+        let counter = connections.clone();
         let mut options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                std::future::ready(())
+            })
             .name(name)
             .connection_timeout(REQUEST_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT));
@@ -112,13 +128,14 @@ impl ClientSettings {
             Auth::Token(token) => options = options.token(resolve(token, "token", &mut redactor)?),
         }
         let servers: Vec<String> = self.url.split(',').map(|s| s.trim().to_owned()).collect();
-        io.block_on(options.connect(servers))?.map_err(|error| {
+        let client = io.block_on(options.connect(servers))?.map_err(|error| {
             Error::user(format!(
                 "cannot connect to the NATS server {} ({}); is it running, and are the credentials right?",
                 self.url,
                 redactor.redact(&error.to_string())
             ))
-        })
+        })?;
+        Ok((client, connections))
     }
 }
 

@@ -7,7 +7,9 @@
 //! stream sequence of the last message read (the start, `latest` included, is resolved to a
 //! sequence when reading starts), so a checkpoint pins an exact place and a resumed run reads
 //! from the next sequence: replayable, exactly-once end to end with a transactional sink.
-//! Filters must not overlap (a message would be read twice), which is checked.
+//! Filters must not overlap (a message would be read twice), which is checked. After the client
+//! reconnects, each split's consumer is created again from the sequence after the last message
+//! read.
 //!
 //! **Sink.** Publishes one message per row to a fixed subject or to a subject from a column,
 //! and waits for every publish acknowledgement before a checkpoint is taken and before the

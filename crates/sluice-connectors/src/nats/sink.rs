@@ -73,7 +73,8 @@ impl Sink for NatsSink {
         let message_id =
             config.message_id.as_deref().map(|name| self.column(&schema, "message_id", name)).transpose()?;
         let io = IoRuntime::start("sluice-nats")?;
-        let client = config.client.connect(&io, format!("sluice sink worker {}", context.worker.index))?;
+        let (client, _) =
+            config.client.connect(&io, format!("sluice sink worker {}", context.worker.index))?;
         let js = {
             let _inside = io.enter()?;
             jetstream::ContextBuilder::new().ack_timeout(ACK_TIMEOUT).build(client)

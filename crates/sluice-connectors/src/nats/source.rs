@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -35,6 +35,8 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// How often a warning about the same consumer error is repeated at most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often a consumer task checks whether the client reconnected.
+const CONNECTION_CHECK: Duration = Duration::from_millis(500);
 
 /// Reads a NATS JetStream stream; see the module documentation.
 #[derive(Debug)]
@@ -144,8 +146,6 @@ enum Event {
     CaughtUp {
         split: usize,
     },
-    /// The consumer cannot go on.
-    Failed(Error),
 }
 
 struct NatsReader {
@@ -168,7 +168,8 @@ impl NatsReader {
     fn open(config: Arc<SourceConfig>, context: SourceContext) -> Result<Self> {
         let io = IoRuntime::start("sluice-nats")?;
         let worker = context.worker;
-        let client = config.client.connect(&io, format!("sluice source worker {}", worker.index))?;
+        let (client, connections) =
+            config.client.connect(&io, format!("sluice source worker {}", worker.index))?;
         let js = {
             let _inside = io.enter()?;
             jetstream::new(client)
@@ -219,6 +220,7 @@ impl NatsReader {
         for (index, split) in splits.iter().enumerate() {
             let task = SplitTask {
                 js: js.clone(),
+                connections: connections.clone(),
                 stream: config.stream.clone(),
                 split: index,
                 filter: split.filter.clone(),
@@ -264,7 +266,6 @@ impl NatsReader {
                     count += 1;
                 }
                 Event::CaughtUp { split } => self.splits[split].caught_up = true,
-                Event::Failed(error) => return Err(error),
             }
         }
         Ok(count)
@@ -371,8 +372,14 @@ impl Drop for NatsReader {
 }
 
 /// Reads one split and sends its messages to the worker.
+///
+/// The ordered consumer recovers from gaps itself, but after the client reconnects (a server
+/// restart) its consumer may be gone without a sign for a long while; so the task watches the
+/// connection count and, when it changes, creates a new consumer from the sequence after the
+/// last message it sent.
 struct SplitTask {
     js: jetstream::Context,
+    connections: Arc<AtomicU64>,
     stream: String,
     split: usize,
     filter: Option<String>,
@@ -382,24 +389,55 @@ struct SplitTask {
     closing: Arc<AtomicBool>,
 }
 
-impl SplitTask {
-    async fn run(self) {
-        let sender = self.sender.clone();
-        if let Err(error) = self.read().await {
-            let _ = sender.send(Event::Failed(error)).await;
-        }
-    }
+/// Why a consumer's reading stopped.
+enum Stop {
+    /// The worker is gone, or a bounded read is complete: the task ends.
+    Done,
+    /// The consumer must be created again.
+    Recreate(String),
+}
 
-    async fn read(self) -> Result<()> {
+impl SplitTask {
+    async fn run(mut self) {
         let what = match &self.filter {
             Some(filter) => format!("JetStream stream `{}` (subjects `{filter}`)", self.stream),
             None => format!("JetStream stream `{}`", self.stream),
         };
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| Error::external(format!("opening {what}"), e))?;
+        let mut remaining: Option<u64> = None;
+        let mut started = false;
+        let mut last_warning: Option<(String, Instant)> = None;
+        loop {
+            if self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.consume(&mut remaining, &mut started).await {
+                Ok(Stop::Done) => return,
+                Ok(Stop::Recreate(reason)) | Err(reason) => {
+                    if self.sender.is_closed() {
+                        return;
+                    }
+                    let repeat = last_warning
+                        .as_ref()
+                        .is_some_and(|(last, at)| *last == reason && at.elapsed() < WARN_EVERY);
+                    if !repeat {
+                        tracing::warn!(target: "nats", "reading {what}: {reason} (creating the consumer again)");
+                        last_warning = Some((reason, Instant::now()));
+                    }
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+            }
+        }
+    }
+
+    /// Creates a consumer at the split's position and sends its messages until it must stop.
+    async fn consume(
+        &mut self,
+        remaining: &mut Option<u64>,
+        started: &mut bool,
+    ) -> std::result::Result<Stop, String> {
+        let connection = self.connections.load(Ordering::Relaxed);
+        let stream =
+            self.js.get_stream(&self.stream).await.map_err(|e| format!("opening the stream: {e}"))?;
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subject: self.filter.clone().unwrap_or_default(),
@@ -407,46 +445,41 @@ impl SplitTask {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::external(format!("creating a consumer of {what}"), e))?;
+            .map_err(|e| format!("creating a consumer: {e}"))?;
         let pending = consumer.cached_info().num_pending;
-        let send = |event| self.sender.send(event);
-        if send(Event::Started { split: self.split, pending }).await.is_err() {
-            return Ok(());
-        }
-        let mut remaining = self.bounded.then_some(pending);
-        if remaining == Some(0) {
-            let _ = send(Event::CaughtUp { split: self.split }).await;
-            return Ok(());
-        }
-        let mut messages =
-            consumer.messages().await.map_err(|e| Error::external(format!("reading {what}"), e))?;
-        let mut last_warning: Option<(String, Instant)> = None;
-        while let Some(next) = messages.next().await {
-            if self.closing.load(Ordering::Relaxed) {
-                return Ok(());
+        if !*started {
+            *started = true;
+            if self.sender.send(Event::Started { split: self.split, pending }).await.is_err() {
+                return Ok(Stop::Done);
             }
-            let message = match next {
-                Ok(message) => message,
-                Err(error) => {
-                    // Server restarts and lost consumers are recovered by the ordered consumer.
-                    let text = error.to_string();
-                    let repeat = last_warning
-                        .as_ref()
-                        .is_some_and(|(last, at)| *last == text && at.elapsed() < WARN_EVERY);
-                    if !repeat {
-                        tracing::warn!(target: "nats", "reading {what}: {text} (retrying)");
-                        last_warning = Some((text, Instant::now()));
+            // A bounded read takes the messages pending now; later consumers continue the count.
+            *remaining = self.bounded.then_some(pending);
+        }
+        if *remaining == Some(0) {
+            let _ = self.sender.send(Event::CaughtUp { split: self.split }).await;
+            return Ok(Stop::Done);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| format!("reading messages: {e}"))?;
+        let mut check = tokio::time::interval(CONNECTION_CHECK);
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = check.tick() => {
+                    if self.connections.load(Ordering::Relaxed) != connection {
+                        return Ok(Stop::Recreate("the client reconnected to the server".to_owned()));
                     }
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    if self.closing.load(Ordering::Relaxed) {
+                        return Ok(Stop::Done);
+                    }
                     continue;
                 }
             };
-            let info = message.info().map_err(|e| {
-                Error::external(
-                    format!("reading {what}: a message without its metadata"),
-                    std::io::Error::other(e),
-                )
-            })?;
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Ok(Stop::Recreate(error.to_string())),
+                None => return Ok(Stop::Recreate("the consumer's message stream ended".to_owned())),
+            };
+            let info = message.info().map_err(|e| format!("a message without its metadata: {e}"))?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
             let timestamp =
                 i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
@@ -471,20 +504,23 @@ impl SplitTask {
                 timestamp,
                 headers,
             };
-            if send(Event::Message { split: self.split, message: received, pending }).await.is_err() {
-                return Ok(());
+            if self
+                .sender
+                .send(Event::Message { split: self.split, message: received, pending })
+                .await
+                .is_err()
+            {
+                return Ok(Stop::Done);
             }
+            // A new consumer starts after this message.
+            self.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: sequence + 1 };
             if let Some(left) = remaining.as_mut() {
-                *left -= 1;
+                *left = left.saturating_sub(1);
                 if *left == 0 {
-                    let _ = send(Event::CaughtUp { split: self.split }).await;
-                    return Ok(());
+                    let _ = self.sender.send(Event::CaughtUp { split: self.split }).await;
+                    return Ok(Stop::Done);
                 }
             }
         }
-        Err(Error::external(
-            format!("reading {what}"),
-            std::io::Error::other("the consumer's message stream ended"),
-        ))
     }
 }

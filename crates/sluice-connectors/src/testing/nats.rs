@@ -42,25 +42,39 @@ impl JetStream {
         if !super::server_answers(4222, "NATS", "service nats-server start (see .ci/run)") {
             return None;
         }
+        Some(Self::connect_to(URL))
+    }
+
+    /// Connects to the server at `url` (which must answer).
+    pub fn connect_to(url: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("start a runtime");
-        let client = runtime.block_on(async_nats::connect(URL)).expect("connect to NATS");
+        let client = runtime.block_on(async_nats::connect(url)).expect("connect to NATS");
         let js = {
             let _inside = runtime.enter();
             jetstream::new(client)
         };
-        Some(Self { js, runtime, created: Vec::new() })
+        Self { js, runtime, created: Vec::new() }
     }
 
     /// Creates stream `name` capturing `subjects` (replacing one of that name).
     pub fn create_stream(&mut self, name: &str, subjects: &[&str]) {
+        self.create_stream_stored(name, subjects, stream::StorageType::Memory);
+    }
+
+    /// Creates stream `name` kept on disk, so that it outlives a server restart.
+    pub fn create_file_stream(&mut self, name: &str, subjects: &[&str]) {
+        self.create_stream_stored(name, subjects, stream::StorageType::File);
+    }
+
+    fn create_stream_stored(&mut self, name: &str, subjects: &[&str], storage: stream::StorageType) {
         let config = stream::Config {
             name: name.to_owned(),
             subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-            storage: stream::StorageType::Memory,
+            storage,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
@@ -147,3 +161,81 @@ impl Drop for JetStream {
         }
     }
 }
+
+/// A `nats-server` with JetStream of a test's own on a free loopback port, storing streams in a
+/// temporary folder across restarts; stopped on drop. For tests that restart the server.
+pub struct PrivateServer {
+    child: Option<std::process::Child>,
+    /// The server's port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    /// Starts a server, or returns `None` (after a loud warning) when `nats-server` is not
+    /// installed and `CI` is not set.
+    pub fn start() -> Option<Self> {
+        if !std::path::Path::new(BINARY).exists() {
+            let help =
+                format!("{BINARY} is missing; install it with `apt-get install nats-server` or run .ci/run");
+            if std::env::var_os("CI").is_some() {
+                panic!("{help}");
+            }
+            eprintln!("\n!!!!!!!!\n!!! SKIPPING NATS SERVER RESTART TESTS: {help}\n!!!!!!!!\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mut server = Self { child: None, port: super::free_port(), dir };
+        server.spawn();
+        Some(server)
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .expect("create the server log");
+        let child = std::process::Command::new(BINARY)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path().join("store"))
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the private NATS server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server with SIGTERM, waits `down`, and starts it again on the same port.
+    pub fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const BINARY: &str = "/usr/sbin/nats-server";

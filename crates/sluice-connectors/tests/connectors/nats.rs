@@ -433,3 +433,67 @@ fn bad_nats_configs_get_exact_diagnostics() {
         assert_eq!(sink_errors("nats", options.clone()), expected, "{options}");
     }
 }
+
+#[test]
+fn the_source_and_the_sink_go_on_across_a_server_restart() {
+    let Some(mut server) = sluice_connectors::testing::nats::PrivateServer::start() else { return };
+    let url = server.url();
+    let (stream, subject, out) = (unique_name("RESTART"), unique_name("restart"), unique_name("rout"));
+    {
+        let mut setup = JetStream::connect_to(&url);
+        setup.create_file_stream(&stream, &[&subject]);
+        setup.create_file_stream(&format!("{stream}_OUT"), &[&out]);
+        setup.publish_payloads(
+            &subject,
+            &(0..100).map(|i| json!({"id": i}).to_string().into_bytes()).collect::<Vec<_>>(),
+        );
+        // Dropping `setup` would delete the streams: forget them instead.
+        std::mem::forget(setup);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dl.jsonl");
+    let fields = vec![field("id", DataType::Int64, false)];
+    let source = source("nats", json!({"url": url, "stream": stream}), Some(&fields), false, dir.path());
+    let mut reader =
+        source.open(source_context(0, 1, vec![true], Default::default(), &dead, Arc::default())).unwrap();
+    let sink = sink("nats", json!({"url": url, "subject": out}), dir.path());
+    let read_some = |reader: &mut Box<dyn sluice_runtime::connector::SourceReader>, count: usize| {
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < count && std::time::Instant::now() < deadline {
+            reader.poll(1000, &mut out).unwrap();
+            seen.extend(ids(&json_values(&out.drain(..).map(|b| b.batch).collect::<Vec<_>>())));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    };
+    assert_eq!(read_some(&mut reader, 100), (0..100).collect::<Vec<_>>());
+    let batch = rows(0..50, |_| String::new());
+    let mut writer = sink.open(sink_context(0, 1, batch.schema())).unwrap();
+    writer.write(&batch).unwrap();
+    writer.prepare(1).unwrap();
+    server.restart(Duration::from_millis(500));
+    let nats = JetStream::connect_to(&url);
+    nats.publish_payloads(
+        &subject,
+        &(100..150).map(|i| json!({"id": i}).to_string().into_bytes()).collect::<Vec<_>>(),
+    );
+    let mut after = read_some(&mut reader, 50);
+    after.sort_unstable();
+    assert_eq!(
+        after,
+        (100..150).collect::<Vec<_>>(),
+        "the source goes on after the restart, from where it was"
+    );
+    let batch = rows(50..100, |_| String::new());
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let ids: Vec<i64> = nats
+        .messages(&format!("{stream}_OUT"))
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>(), "the sink goes on after the restart");
+    assert!(!dead.exists());
+}

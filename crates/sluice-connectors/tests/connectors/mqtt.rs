@@ -351,3 +351,24 @@ fn the_source_reconnects_after_a_broker_restart_and_its_session_goes_on() {
     drop(reader);
     assert!(!dead.exists());
 }
+
+#[test]
+fn the_sink_fails_the_run_when_its_connection_is_lost() {
+    let Some(mut broker) = mqtt::PrivateBroker::start() else { return };
+    let topic = unique_name("lost");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let sink = sink("mqtt", json!({"url": url, "topic": topic}), dir.path());
+    let batch = rows(0..10, |_| None);
+    let mut writer = sink.open(sink_context(0, 1, batch.schema())).unwrap();
+    writer.write(&batch).unwrap();
+    writer.prepare(1).unwrap();
+    broker.restart(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
+    // Its clean session is gone with the connection: going on could lose messages, so it stops.
+    let error = writer.write(&batch).and_then(|()| writer.prepare(2).map(drop)).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("publishing to the MQTT broker at {url} failed: the connection was lost")),
+        "{error}"
+    );
+}

@@ -146,6 +146,8 @@ enum Event {
     CaughtUp {
         split: usize,
     },
+    /// The first consumer could not be created: a configuration the server rejects.
+    Failed(Error),
 }
 
 struct NatsReader {
@@ -266,6 +268,7 @@ impl NatsReader {
                     count += 1;
                 }
                 Event::CaughtUp { split } => self.splits[split].caught_up = true,
+                Event::Failed(error) => return Err(error),
             }
         }
         Ok(count)
@@ -412,6 +415,13 @@ impl SplitTask {
             }
             match self.consume(&mut remaining, &mut started).await {
                 Ok(Stop::Done) => return,
+                // The server rejects what was asked (e.g. a filter outside the stream's
+                // subjects): retrying cannot help.
+                Err(reason) if !started => {
+                    let error = Error::user(format!("cannot read {what}: {reason}"));
+                    let _ = self.sender.send(Event::Failed(error)).await;
+                    return;
+                }
                 Ok(Stop::Recreate(reason)) | Err(reason) => {
                     if self.sender.is_closed() {
                         return;

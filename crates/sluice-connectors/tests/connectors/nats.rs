@@ -193,7 +193,7 @@ fn start_positions_latest_sequence_and_time() {
 
 #[test]
 fn a_missing_stream_or_server_is_a_clear_error() {
-    let Some(_nats) = JetStream::connect() else { return };
+    let Some(nats) = JetStream::connect() else { return };
     let dir = tempfile::tempdir().unwrap();
     let fields = vec![field("id", DataType::Int64, false)];
     let open = |options: Value| {
@@ -204,6 +204,27 @@ fn a_missing_stream_or_server_is_a_clear_error() {
     };
     let missing = open(json!({"url": URL, "stream": "NO_SUCH_STREAM_HERE"}));
     assert!(missing.contains("`NO_SUCH_STREAM_HERE`") && missing.contains("create it first"), "{missing}");
+    let mut nats = nats;
+    let (stream, subject) = (unique_name("FILTER"), unique_name("filter"));
+    nats.create_stream(&stream, &[&format!("{subject}.*")]);
+    let source = source(
+        "nats",
+        json!({"url": URL, "stream": stream, "subject": "elsewhere.>"}),
+        Some(&fields),
+        false,
+        dir.path(),
+    );
+    let context =
+        source_context(0, 1, vec![true], Default::default(), &dir.path().join("dl"), Arc::default());
+    let mut reader = source.open(context).unwrap();
+    let mut out = Vec::new();
+    let outside = loop {
+        match reader.poll(10, &mut out) {
+            Err(error) => break error.to_string(),
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(outside.contains("cannot read JetStream stream") && outside.contains("elsewhere.>"), "{outside}");
     let port = free_port();
     let down = open(json!({"url": format!("nats://127.0.0.1:{port}"), "stream": "S"}));
     assert!(down.contains(&format!("cannot connect to the NATS server nats://127.0.0.1:{port}")), "{down}");

@@ -15,7 +15,10 @@ pub mod datagen;
 pub mod file;
 pub mod format;
 pub mod http;
+mod io;
 pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 pub mod nexmark;
 mod options;
 pub mod postgres;
@@ -74,12 +77,12 @@ pub struct LookupRequest<'a> {
 
 /// Names of the source connectors, sorted.
 pub fn source_connectors() -> &'static [&'static str] {
-    &["datagen", "file", "kafka", "nexmark"]
+    &["datagen", "file", "kafka", "mqtt", "nats", "nexmark"]
 }
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "http", "kafka", "postgres", "stdout"]
+    &["blackhole", "file", "http", "kafka", "mqtt", "nats", "postgres", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
@@ -94,6 +97,8 @@ pub fn build_source(connector: &str, request: &SourceRequest) -> Result<Arc<dyn 
         "datagen" => datagen::build(request),
         "file" => file::build_source(request),
         "kafka" => kafka::build_source(request),
+        "mqtt" => mqtt::build_source(request),
+        "nats" => nats::build_source(request),
         "nexmark" => nexmark::build(request),
         other => Err(vec![unknown_connector(other, source_connectors())]),
     }
@@ -107,6 +112,8 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
         "file" => file::build_sink(request),
         "http" => http::build(request),
         "kafka" => kafka::build_sink(request),
+        "mqtt" => mqtt::build_sink(request),
+        "nats" => nats::build_sink(request),
         "postgres" => postgres::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),

@@ -2,9 +2,16 @@
 //! SQLite storage in a temporary directory) on a free loopback port, and plain producer and
 //! consumer helpers to put records in and read them back. Never a mock.
 //!
+//! For NATS JetStream and MQTT, whose servers run on the machine (`127.0.0.1:4222` and
+//! `127.0.0.1:1883`, started by `.ci/run` when down), [`nats`] and [`mqtt`] hold clients that
+//! create streams, publish and read back independently of the connectors.
+//!
 //! The binary is found at `$SLUICE_TANSU`, `$HOME/.cache/sluice-tools/bin/tansu` (where
 //! `.ci/run` installs it) or on `PATH`. When it is missing, [`Tansu::start`] panics if `CI` is
 //! set and otherwise prints a loud warning and returns `None`, so the calling test skips.
+
+pub mod mqtt;
+pub mod nats;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -254,4 +261,29 @@ fn find_binary() -> Option<PathBuf> {
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Whether a server answers on `127.0.0.1:port`. When it does not, panics if `CI` is set
+/// (CI starts the servers, so a missing one is a failure) and otherwise prints a loud warning
+/// and returns false, so the calling test skips.
+fn server_answers(port: u16, what: &str, start: &str) -> bool {
+    let address = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    if TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok() {
+        return true;
+    }
+    let help = format!("{what} does not answer on 127.0.0.1:{port}; start it with `{start}` or run .ci/run");
+    if std::env::var_os("CI").is_some() {
+        panic!("{help}");
+    }
+    eprintln!("\n!!!!!!!!\n!!! SKIPPING {what} TESTS: {help}\n!!!!!!!!\n");
+    false
+}
+
+/// A name no other test (or test run) uses, for streams, subjects and topics.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}_{}_{}_{nanos:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -19,6 +19,10 @@ mod http_server;
 mod kafka;
 #[path = "connectors/lookup.rs"]
 mod lookup;
+#[path = "connectors/mqtt.rs"]
+mod mqtt;
+#[path = "connectors/nats.rs"]
+mod nats;
 #[path = "connectors/nexmark.rs"]
 mod nexmark;
 #[path = "connectors/options.rs"]

@@ -73,6 +73,11 @@ pub struct SourceContext {
     /// workers of the previous run (possibly at another parallelism). A reader resumes the
     /// splits it owns from these and starts splits absent here from the beginning.
     pub restore: Option<Arc<Vec<SplitState>>>,
+    /// Whether the pipeline takes checkpoints. If so, [`SourceReader::snapshot`] is called at
+    /// every checkpoint and [`SourceReader::positions_committed`] once it is complete; if not,
+    /// neither is ever called, so a reader that acknowledges messages to the external system
+    /// after checkpoints must acknowledge them on its own (e.g. as it reads them).
+    pub checkpointing: bool,
 }
 
 /// A batch produced by a source reader, for one of the source's outputs.
@@ -112,15 +117,22 @@ pub trait SourceReader {
     }
 
     /// Positions of this reader's splits after every record returned so far, for a
-    /// checkpoint. Only called when [`Source::replayable`] is true. Default: none.
+    /// checkpoint. Called at every checkpoint; the positions are saved in the checkpoint (and
+    /// restored from it) only when [`Source::replayable`] is true. A reader that cannot
+    /// replay may return markers of how far it has read (e.g. a count of messages returned),
+    /// which come back in [`SourceReader::positions_committed`] once that checkpoint is
+    /// complete, so that it can acknowledge exactly the messages the checkpoint covers.
+    /// Default: none.
     fn snapshot(&mut self) -> Result<Vec<SplitState>> {
         Ok(Vec::new())
     }
 
     /// A checkpoint holding `positions` (what [`SourceReader::snapshot`] returned for it) is
-    /// complete, or reading ended with these positions. A reader may tell the external system,
-    /// e.g. commit a Kafka consumer group's offsets so that lag tools see progress; resuming
-    /// always uses the checkpoint, never that. Default: nothing.
+    /// complete, or reading ended with these positions (then called before the final
+    /// checkpoint completes). Called in checkpoint order. A reader may tell the external
+    /// system, e.g. commit a Kafka consumer group's offsets so that lag tools see progress, or
+    /// acknowledge MQTT messages; resuming always uses the checkpoint, never that. Default:
+    /// nothing.
     fn positions_committed(&mut self, _positions: &[SplitState]) -> Result<()> {
         Ok(())
     }

@@ -447,6 +447,7 @@ fn build<'scope>(
                     dead_letters: dead_letter_sink(&node.name, *on_error, counts, kind::BAD_RECORD),
                     stop: shared.stop.clone(),
                     restore: restored.and_then(|restored| restored.sources.get(&node.name).cloned()),
+                    checkpointing: checkpoints.is_some(),
                 };
                 let reader = connector.open(context).map_err(|error| failure.record(&node.name, error)).ok();
                 let setup = SourceSetup {

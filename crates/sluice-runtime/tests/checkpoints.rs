@@ -458,3 +458,149 @@ fn a_finished_pipeline_is_not_silently_rerun() {
     assert!(error.report().contains("already ran to completion"), "{}", error.report());
     assert!(error.report().contains("--fresh"));
 }
+
+/// A source that cannot replay, like MQTT: its snapshot is a count of rows returned, and it
+/// records each count it is told is committed with how many rows the sink had committed then.
+struct Acking {
+    total: i64,
+    sink: Committing,
+    told: Arc<Mutex<Vec<(i64, usize)>>>,
+    checkpointing: Arc<Mutex<Option<bool>>>,
+}
+
+struct AckingReader {
+    next: i64,
+    total: i64,
+    sink: Committing,
+    told: Arc<Mutex<Vec<(i64, usize)>>>,
+}
+
+impl Source for Acking {
+    fn outputs(&self) -> Vec<SourceOutput> {
+        vec![SourceOutput { name: String::new(), schema: output_schema() }]
+    }
+    fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>> {
+        assert!(context.restore.is_none(), "nothing is restored for a source that cannot replay");
+        *self.checkpointing.lock().unwrap() = Some(context.checkpointing);
+        Ok(Box::new(AckingReader {
+            next: 0,
+            total: self.total,
+            sink: self.sink.clone(),
+            told: self.told.clone(),
+        }))
+    }
+}
+
+impl SourceReader for AckingReader {
+    fn poll(&mut self, _max_rows: usize, out: &mut Vec<SourceBatch>) -> Result<SourceStatus> {
+        let values: Vec<i64> = (self.next..self.total).take(25).collect();
+        self.next += values.len() as i64;
+        if !values.is_empty() {
+            let zeros = Int64Array::from(vec![0; values.len()]);
+            let batch = RecordBatch::try_new(
+                output_schema(),
+                vec![Arc::new(Int64Array::from(values)), Arc::new(zeros.clone()), Arc::new(zeros)],
+            )?;
+            out.push(SourceBatch { output: 0, split: 0, batch });
+        }
+        Ok(if self.next >= self.total {
+            SourceStatus::Finished
+        } else {
+            SourceStatus::Idle(Duration::from_millis(1))
+        })
+    }
+    fn snapshot(&mut self) -> Result<Vec<SplitState>> {
+        Ok(vec![SplitState { split: "acks".into(), position: self.next.to_le_bytes().to_vec() }])
+    }
+    fn positions_committed(&mut self, positions: &[SplitState]) -> Result<()> {
+        let marker = i64::from_le_bytes(positions[0].position[..8].try_into().unwrap());
+        let committed = self.sink.committed.lock().unwrap().len();
+        self.told.lock().unwrap().push((marker, committed));
+        Ok(())
+    }
+}
+
+/// Drops everything it is given.
+struct Discard;
+
+impl Sink for Discard {
+    fn open(&self, _context: SinkContext) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(Discard))
+    }
+}
+
+impl SinkWriter for Discard {
+    fn write(&mut self, _batch: &RecordBatch) -> Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn acking_graph(source: Acking, sink: Arc<dyn Sink>) -> PipelineGraph {
+    let nodes = vec![
+        GraphNode {
+            name: "acking".into(),
+            inputs: vec![],
+            kind: NodeKind::Source { source: Arc::new(source), on_error: OnError::Fail, watermark: None },
+        },
+        GraphNode {
+            name: "out".into(),
+            inputs: vec![StreamRef { node: 0, output: 0 }],
+            kind: NodeKind::Sink { sink, schema: output_schema() },
+        },
+    ];
+    PipelineGraph {
+        name: "acking-test".into(),
+        epoch: Duration::from_millis(10),
+        dead_letter_dir: std::env::temp_dir().join("sluice-checkpoint-test-dead-letters"),
+        nodes,
+    }
+}
+
+#[test]
+fn a_source_that_cannot_replay_is_told_each_count_once_its_rows_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Committing::default();
+    *sink.run.lock().unwrap() += 1;
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let checkpointing = Arc::new(Mutex::new(None));
+    let total = 20_000;
+    let source =
+        Acking { total, sink: sink.clone(), told: told.clone(), checkpointing: checkpointing.clone() };
+    let runtime = Runtime::new(acking_graph(source, Arc::new(sink.clone()))).unwrap();
+    let options = options(dir.path().to_str().unwrap(), 1, RestoreFrom::Latest, None);
+    let report = runtime.run(&options).unwrap_or_else(|error| panic!("run failed: {}", error.report()));
+    assert!(report.checkpoints.len() >= 3, "periodic checkpoints: {}", report.checkpoints.len());
+    assert_eq!(*checkpointing.lock().unwrap(), Some(true));
+    let told = told.lock().unwrap().clone();
+    let (last, periodic) = told.split_last().expect("told at least once");
+    assert!(!periodic.is_empty(), "told after periodic checkpoints too: {told:?}");
+    // Periodic checkpoints: told only once the sink committed every row the count covers.
+    for (marker, committed) in periodic {
+        assert!(
+            *committed as i64 >= *marker,
+            "told {marker} rows were committed when {committed} were: {told:?}"
+        );
+    }
+    assert!(periodic.windows(2).all(|pair| pair[0].0 <= pair[1].0), "in checkpoint order: {told:?}");
+    // The end of reading: told the final count before the final checkpoint completes.
+    assert_eq!(last.0, total);
+    assert_eq!(sink.committed.lock().unwrap().len() as i64, total);
+}
+
+#[test]
+fn without_checkpoints_a_source_is_told_it_will_never_be_told() {
+    let sink = Committing::default();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let checkpointing = Arc::new(Mutex::new(None));
+    let source =
+        Acking { total: 1_000, sink: sink.clone(), told: told.clone(), checkpointing: checkpointing.clone() };
+    let runtime = Runtime::new(acking_graph(source, Arc::new(Discard))).unwrap();
+    let mut options = options("unused", 1, RestoreFrom::Latest, None);
+    options.checkpoints = None;
+    runtime.run(&options).unwrap_or_else(|error| panic!("run failed: {}", error.report()));
+    assert_eq!(*checkpointing.lock().unwrap(), Some(false));
+    assert!(told.lock().unwrap().is_empty());
+}

@@ -136,6 +136,7 @@ pub fn source_context(
         dead_letters: DeadLetterSink::new("test", "src", policy, dead_letters.to_path_buf(), counts),
         stop,
         restore: None,
+        checkpointing: false,
     }
 }
 

@@ -289,13 +289,15 @@ fn announce(handles: &mut DataOutputs, caps: &[Capability<u64>], worker: usize, 
     }
 }
 
-/// The reader's positions as a part (empty for a source that cannot replay), and the positions.
+/// The reader's positions as a part (empty for a source that cannot replay: its positions
+/// are only markers for [`SourceReader::positions_committed`]), and the positions.
 fn snapshot(
     reader: &mut dyn SourceReader,
     replayable: bool,
     finished: bool,
 ) -> Result<(Vec<u8>, Vec<SplitState>)> {
-    let splits = if replayable { reader.snapshot()? } else { Vec::new() };
+    let positions = reader.snapshot()?;
+    let splits = if replayable { positions.clone() } else { Vec::new() };
     let part = SourcePart { splits, finished };
-    Ok((part.encode(), part.splits))
+    Ok((part.encode(), positions))
 }

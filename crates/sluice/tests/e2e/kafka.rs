@@ -171,20 +171,6 @@ fn finish(child: Child, what: &str) {
     assert_success(&output, what);
 }
 
-/// Whether the newest complete checkpoint in `state` is a finished run's final one.
-fn finished(state: &Path) -> bool {
-    let Some(id) = latest_checkpoint(state) else { return false };
-    let folder = std::fs::read_dir(state)
-        .unwrap()
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .find(|path| {
-            path.file_name().and_then(|n| n.to_str()?.strip_prefix("chk-")?.parse().ok()) == Some(id)
-        })
-        .unwrap();
-    let manifest = std::fs::read_to_string(folder.join("_manifest.json")).unwrap();
-    serde_json::from_str::<Value>(&manifest).unwrap()["finished"] == json!(true)
-}
-
 #[test]
 fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_kafka() {
     let clicks = 100_000;

@@ -7,6 +7,8 @@ mod golden;
 mod http;
 mod kafka;
 mod lifecycle;
+mod mqtt;
+mod nats;
 mod parallel;
 mod postgres;
 mod recovery;
@@ -16,7 +18,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A command running the `sluice` binary under test.
 pub fn sluice() -> Command {
@@ -150,4 +152,18 @@ impl Lcg {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         low + (self.0 >> 33) % (high - low)
     }
+}
+
+/// Whether the newest complete checkpoint in `state` is a finished run's final one.
+pub fn finished(state: &Path) -> bool {
+    let Some(id) = latest_checkpoint(state) else { return false };
+    let folder = std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .find(|path| {
+            path.file_name().and_then(|n| n.to_str()?.strip_prefix("chk-")?.parse().ok()) == Some(id)
+        })
+        .unwrap();
+    let manifest = std::fs::read_to_string(folder.join("_manifest.json")).unwrap();
+    serde_json::from_str::<Value>(&manifest).unwrap()["finished"] == json!(true)
 }

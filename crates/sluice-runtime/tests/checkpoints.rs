@@ -556,6 +556,7 @@ fn acking_graph(source: Acking, sink: Arc<dyn Sink>) -> PipelineGraph {
         epoch: Duration::from_millis(10),
         dead_letter_dir: std::env::temp_dir().join("sluice-checkpoint-test-dead-letters"),
         nodes,
+        state_backend: Default::default(),
     }
 }
 

@@ -34,6 +34,7 @@ const OWNED: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "offsets are committed after each checkpoint"),
     ("enable.partition.eof", "`stop_at: latest` ends a bounded read"),
     ("statistics.interval.ms", "Sluice reads statistics for the lag metric"),
+    ("auto.offset.reset", "Sluice reads from its own positions and never skips records silently"),
 ];
 
 /// Checked settings of a Kafka client.
@@ -149,6 +150,9 @@ impl ClientSettings {
                     .set("enable.auto.commit", "false")
                     .set("enable.auto.offset.store", "false")
                     .set("enable.partition.eof", "false")
+                    // A position the brokers do not have is an error, never a silent jump to
+                    // the end (librdkafka's default), which would lose the records in between.
+                    .set("auto.offset.reset", "error")
                     // librdkafka waits up to 500 ms for a fetch to fill by default; a stream
                     // processor wants records as they come (overridable in `properties`).
                     .set("fetch.wait.max.ms", "50");

@@ -18,6 +18,7 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_runtime::connector::{
     Source, SourceBatch, SourceContext, SourceOutput, SourceReader, SourceStatus, SplitState,
@@ -35,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const IDLE_POLL: Duration = Duration::from_millis(10);
 /// How often a warning about the same consumer error is repeated at most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How long the brokers may keep saying a position is out of range before the run fails.
+const OUT_OF_RANGE_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Reads Kafka topics; see the module documentation.
 #[derive(Debug)]
@@ -110,6 +113,8 @@ struct KafkaReader {
     wants_key: bool,
     wants_headers: bool,
     last_warning: Option<(String, Instant)>,
+    /// Since when the brokers have been saying a position is out of range, if they are.
+    out_of_range_since: Option<Instant>,
 }
 
 impl KafkaReader {
@@ -130,13 +135,7 @@ impl KafkaReader {
             splits.push(Split { topic, partition, next: -1, end: None });
         }
         resolve_offsets(&consumer, &config, &mut splits, restored.as_ref())?;
-        let mut assignment = TopicPartitionList::new();
-        for split in splits.iter().filter(|s| !s.done()) {
-            assignment
-                .add_partition_offset(&split.topic, split.partition, Offset::Offset(split.next))
-                .map_err(|e| Error::external("assigning Kafka partitions", e))?;
-        }
-        consumer.assign(&assignment).map_err(|e| Error::external("assigning Kafka partitions", e))?;
+        assign(&consumer, &splits)?;
         tracing::info!(
             worker = worker.index,
             partitions = ?splits.iter().map(|s| format!("{}@{}", s.name(), s.next)).collect::<Vec<_>>(),
@@ -165,7 +164,30 @@ impl KafkaReader {
             wants_key,
             wants_headers,
             last_warning: None,
+            out_of_range_since: None,
         })
+    }
+
+    /// The brokers say a position is out of range (`auto.offset.reset` is `error`, so nothing
+    /// was skipped): read again from every split's own position, which a broker that answered
+    /// from stale offsets accepts on a later try; fail after [`OUT_OF_RANGE_GIVE_UP`], since
+    /// the records are gone (retention, a recreated topic) and skipping them would lose data.
+    fn out_of_range(&mut self, error: &rdkafka::error::KafkaError) -> Result<()> {
+        let since = *self.out_of_range_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= OUT_OF_RANGE_GIVE_UP {
+            let positions: Vec<String> =
+                self.splits.iter().map(|s| format!("{}@{}", s.name(), s.next)).collect();
+            return Err(Error::user(format!(
+                "the Kafka brokers have said for {}s that the positions to read from are out of range \
+                 ({error}); positions {}: the records were deleted (retention) or the topic was \
+                 recreated. Sluice does not skip records silently: run with `--fresh` to start \
+                 afresh from the `start` option",
+                OUT_OF_RANGE_GIVE_UP.as_secs(),
+                positions.join(", ")
+            )));
+        }
+        self.warn(format!("{error}; reading again from this source's own positions"));
+        assign(&self.consumer, &self.splits)
     }
 
     /// Takes up to `max` messages from the consumer into `received`; returns how many.
@@ -181,6 +203,10 @@ impl KafkaReader {
                             "the Kafka consumer failed fatally: {code:?}: {reason}"
                         )));
                     }
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+                        self.out_of_range(&error)?;
+                        break;
+                    }
                     // Transport errors (a broker restarting) are retried by librdkafka.
                     self.warn(error.to_string());
                     break;
@@ -190,6 +216,7 @@ impl KafkaReader {
             else {
                 continue;
             };
+            self.out_of_range_since = None;
             let offset = message.offset();
             let state = &mut self.splits[split];
             if state.end.is_some_and(|end| offset >= end) || offset < state.next {
@@ -477,7 +504,18 @@ fn resolve_offsets(
         }
         let name = split.name();
         split.next = match (restored, restored.and_then(|r| r.get(name.as_str()))) {
-            (_, Some(position)) => parse_position(&name, position)?,
+            (_, Some(position)) => {
+                let position = parse_position(&name, position)?;
+                if position < low {
+                    return Err(Error::user(format!(
+                        "the checkpoint says to read Kafka partition {name} from offset {position}, \
+                         but the brokers only have offsets {low}..{high}: the records in between were \
+                         deleted (retention) before they were read. Sluice does not skip records \
+                         silently: run with `--fresh` to start afresh from the `start` option"
+                    )));
+                }
+                position
+            }
             // Restoring, and the checkpoint does not know this partition: it is newer.
             (Some(_), None) => low,
             (None, None) => match config.start {
@@ -517,6 +555,17 @@ fn resolve_offsets(
         }
     }
     Ok(())
+}
+
+/// Assigns the splits not done yet to `consumer`, each at its own next offset.
+fn assign(consumer: &BaseConsumer<Context>, splits: &[Split]) -> Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    for split in splits.iter().filter(|s| !s.done()) {
+        assignment
+            .add_partition_offset(&split.topic, split.partition, Offset::Offset(split.next))
+            .map_err(|e| Error::external("assigning Kafka partitions", e))?;
+    }
+    consumer.assign(&assignment).map_err(|e| Error::external("assigning Kafka partitions", e))
 }
 
 fn parse_position(split: &str, position: &[u8]) -> Result<i64> {

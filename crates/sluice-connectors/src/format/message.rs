@@ -15,6 +15,7 @@ use arrow::error::ArrowError;
 use arrow::json::LineDelimitedWriter;
 use serde::Deserialize;
 use sluice_runtime::{Error, Result};
+use sluice_spec::Diagnostic;
 
 use super::avro::{AvroCodec, AvroDecoder, AvroEncoder};
 
@@ -38,6 +39,18 @@ pub enum MessageFormat {
 pub const MESSAGE_FORMATS: &[&str] = &["json", "csv", "raw", "avro"];
 
 impl MessageFormat {
+    /// A diagnostic at `options.format` if this is Avro on `connector`, which does not take
+    /// Avro's schema options (only the `kafka` connector does).
+    pub(crate) fn unsupported_avro(self, connector: &str) -> Option<Diagnostic> {
+        (self == MessageFormat::Avro).then(|| {
+            Diagnostic::new(
+                "options.format",
+                format!("the {connector} connector does not read or write Avro yet"),
+            )
+            .suggest("use json, csv or raw here; Avro messages are supported on the kafka connector")
+        })
+    }
+
     /// Checks that `schema` (the columns decoded from the payload) suits this format: `raw`
     /// needs exactly one `utf8` or `binary` column.
     pub fn check_schema(self, schema: &SchemaRef) -> std::result::Result<(), String> {

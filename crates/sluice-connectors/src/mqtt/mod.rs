@@ -217,6 +217,7 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
         }
     };
     let format = options.format.unwrap_or_default();
+    diagnostics.extend(format.unsupported_avro("mqtt"));
     let schema = match request.schema {
         Some(fields) => Some(arrow_schema(fields)),
         None => {
@@ -369,6 +370,7 @@ pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic
             None
         }
     };
+    diagnostics.extend(options.format.unwrap_or_default().unsupported_avro("mqtt"));
     let qos = Qos::check(options.qos, &mut diagnostics);
     let client_id = options.client_id.unwrap_or_else(|| format!("sluice-{}", request.name));
     if client_id.is_empty() || client_id.len() > 100 {

@@ -248,6 +248,7 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
     let filters = filters(&options, &mut diagnostics);
     let start = start(&options, &mut diagnostics);
     let format = options.format.unwrap_or_default();
+    diagnostics.extend(format.unsupported_avro("nats"));
     let schema = match request.schema {
         Some(fields) => Some(arrow_schema(fields)),
         None => {
@@ -481,6 +482,7 @@ pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic
             None
         }
     };
+    diagnostics.extend(options.format.unwrap_or_default().unsupported_avro("nats"));
     let headers = options.headers.unwrap_or_default();
     for name in headers.keys() {
         if name.is_empty()

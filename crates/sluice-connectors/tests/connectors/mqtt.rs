@@ -288,6 +288,13 @@ fn bad_mqtt_configs_get_exact_diagnostics() {
                 "options.metadata.x: unknown metadata \"retain\"; the only one is `topic`",
             ],
         ),
+        (
+            json!({"topic": "t", "format": "avro"}),
+            Some(&fields),
+            vec![
+                "options.format: the mqtt connector does not read or write Avro yet; use json, csv or raw here; Avro messages are supported on the kafka connector",
+            ],
+        ),
     ];
     for (options, schema, expected) in cases {
         assert_eq!(source_errors("mqtt", options.clone(), schema, false), expected, "{options}");
@@ -316,6 +323,12 @@ fn bad_mqtt_configs_get_exact_diagnostics() {
             vec![
                 "options.topic: \"a/+\" holds a wildcard; messages are published to one topic",
                 "options.qos: QoS 2 is not supported; use 1 (at least once, with Sluice's checkpoints) or 0",
+            ],
+        ),
+        (
+            json!({"topic": "a", "format": "avro"}),
+            vec![
+                "options.format: the mqtt connector does not read or write Avro yet; use json, csv or raw here; Avro messages are supported on the kafka connector",
             ],
         ),
     ];

@@ -432,7 +432,13 @@ fn bad_nats_configs_get_exact_diagnostics() {
         ),
         (
             json!({"subject": "out.*", "headers": {"Nats-Msg-Id": "id", "bad name": "x"}, "format": "xml"}),
-            vec!["options.format: unknown variant `xml`, expected one of `json`, `csv`, `raw`"],
+            vec!["options.format: unknown variant `xml`, expected one of `json`, `csv`, `raw`, `avro`"],
+        ),
+        (
+            json!({"subject": "out", "format": "avro"}),
+            vec![
+                "options.format: the nats connector does not read or write Avro yet; use json, csv or raw here; Avro messages are supported on the kafka connector",
+            ],
         ),
         (
             json!({"subject": "out.*", "headers": {"Nats-Msg-Id": "id", "bad name": "x"}}),

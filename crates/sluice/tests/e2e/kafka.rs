@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -157,18 +157,7 @@ fn setup(clicks: u64) -> (Tansu, tempfile::TempDir) {
 }
 
 fn start(dir: &Path) -> Child {
-    sluice()
-        .args(["run", "pipeline.yaml", "-q", "-w", "2"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice")
-}
-
-fn finish(child: Child, what: &str) {
-    let output = child.wait_with_output().expect("wait for sluice");
-    assert_success(&output, what);
+    spawn_run(dir, &["-w", "2"])
 }
 
 #[test]
@@ -198,7 +187,7 @@ fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_k
         });
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
-            finish(child, "a run that ended before its kill");
+            finish_run(child, "a run that ended before its kill");
             completed = true;
             break;
         }
@@ -219,7 +208,7 @@ fn kafka_window_aggregation_survives_kill_9_exactly_in_files_and_completely_in_k
         }
     }
     if !completed {
-        finish(start(dir.path()), "the final resumed run");
+        finish_run(start(dir.path()), "the final resumed run");
     }
     let what = format!("seed {seed}, kills (delay after a checkpoint, checkpoint) {kills:?}");
     assert!(!kills.is_empty(), "{what}: the run must be killed at least once");
@@ -341,7 +330,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
     }
     let checkpointed = Instant::now();
     broker.restart(Duration::from_secs(3));
-    finish(child, "the run across a broker restart");
+    finish_run(child, "the run across a broker restart");
     eprintln!(
         "the run went on for {:?} after its first checkpoint, across the restart",
         checkpointed.elapsed()
@@ -364,7 +353,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_pipeline_keeps_going() {
         "dead_letter: {{connector: kafka, options: {{brokers: \"{brokers}\", topic: dead-letters}}}}"
     );
     std::fs::write(dir.path().join("pipeline.yaml"), spec_with(&brokers, &destination)).unwrap();
-    finish(start(dir.path()), "a run over poison records");
+    finish_run(start(dir.path()), "a run over poison records");
     assert_files_exact(dir.path(), &expected_counts(clicks), "poison records");
     assert!(!dir.path().join("dead-letters").exists(), "letters go to the topic, not the folder");
     let letters: Vec<Value> = broker
@@ -507,7 +496,7 @@ sinks:
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.yaml"), spec).unwrap();
-    finish(start(dir.path()), "a run over poison JSON and Avro records");
+    finish_run(start(dir.path()), "a run over poison JSON and Avro records");
 
     let expected_json: Vec<Value> = (0..clicks).map(|i| click_row(i, true)).collect();
     let expected_avro: Vec<Value> = (0..clicks).map(|i| click_row(i, i % 7 != 0)).collect();

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -72,13 +72,7 @@ sinks:
 }
 
 fn start(dir: &Path) -> Child {
-    sluice()
-        .args(["run", "pipeline.yaml", "-q", "-w", "2"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice")
+    spawn_run(dir, &["-w", "2"])
 }
 
 /// The file sink's committed rows by id, with how often each was written.

@@ -346,6 +346,75 @@ pub(crate) fn decode_reason(error: &ArrowError) -> String {
     if text.starts_with("Encountered ") { format!("not valid JSON: {text}") } else { text.to_owned() }
 }
 
+/// A kind of message metadata that a messaging source can put in a column of its own
+/// (`options.metadata: {column: what}`), or a column of the decoded payload.
+pub(crate) trait MetadataColumn: Sized {
+    /// How to fix an unknown metadata name, e.g. "use one of key, topic or headers".
+    const KNOWN: &'static str;
+
+    /// The column holding payload column `n`.
+    fn value(n: usize) -> Self;
+
+    /// The metadata called `what` in `options.metadata`, if there is one.
+    fn parse(what: &str) -> Option<Self>;
+
+    /// Whether a column of `data_type` can hold this metadata.
+    fn accepts(&self, data_type: &DataType) -> bool;
+
+    /// The types that can hold this metadata, for messages.
+    fn types(&self) -> &'static str;
+}
+
+/// Where each output column of a messaging source comes from (a kind of metadata, or the
+/// payload), and the schema of the payload's columns, decoded with `format`. Problems are
+/// reported at `options.metadata.<column>` and `options.format`.
+pub(crate) fn message_columns<C: MetadataColumn>(
+    schema: &SchemaRef,
+    metadata: &std::collections::BTreeMap<String, String>,
+    format: MessageFormat,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Vec<C>, SchemaRef)> {
+    let before = diagnostics.len();
+    for (column, what) in metadata {
+        let path = format!("options.metadata.{column}");
+        let Some(kind) = C::parse(what) else {
+            diagnostics.push(Diagnostic::new(path, format!("unknown metadata \"{what}\"")).suggest(C::KNOWN));
+            continue;
+        };
+        match schema.field_with_name(column) {
+            Err(_) => diagnostics.push(
+                Diagnostic::new(path, format!("the schema has no column `{column}`"))
+                    .suggest("declare the column in `schema:` with its type"),
+            ),
+            Ok(field) if !kind.accepts(field.data_type()) => diagnostics.push(Diagnostic::new(
+                path,
+                format!(
+                    "metadata `{what}` fills a column of type {}, but `{column}` is {}",
+                    kind.types(),
+                    field.data_type()
+                ),
+            )),
+            Ok(_) => {}
+        }
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut value_fields: Vec<arrow::datatypes::Field> = Vec::new();
+    for field in schema.fields() {
+        match metadata.get(field.name()).and_then(|what| C::parse(what)) {
+            Some(kind) => columns.push(kind),
+            None => {
+                columns.push(C::value(value_fields.len()));
+                value_fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    let value_schema = Arc::new(arrow::datatypes::Schema::new(value_fields));
+    if let Err(message) = format.check_schema(&value_schema) {
+        diagnostics.push(Diagnostic::new("options.format", message));
+    }
+    (diagnostics.len() == before).then_some((columns, value_schema))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

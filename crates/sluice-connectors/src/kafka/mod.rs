@@ -13,13 +13,13 @@ mod source;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
 use crate::format::avro::{AvroCodec, declared_codec};
-use crate::format::message::MessageFormat;
+use crate::format::message::{MessageFormat, MetadataColumn, message_columns};
 use crate::{SinkRequest, SourceRequest, arrow_schema, options};
 
 pub use sink::KafkaSink;
@@ -151,7 +151,13 @@ pub(crate) enum Column {
     Header(String),
 }
 
-impl Column {
+impl MetadataColumn for Column {
+    const KNOWN: &'static str = "use one of key, topic, partition, offset, timestamp, headers or header:NAME";
+
+    fn value(n: usize) -> Self {
+        Column::Value(n)
+    }
+
     fn parse(what: &str) -> Option<Self> {
         Some(match what {
             "key" => Column::Key,
@@ -164,7 +170,6 @@ impl Column {
         })
     }
 
-    /// The column types this metadata can fill.
     fn accepts(&self, data_type: &DataType) -> bool {
         match self {
             Column::Value(_) => true,
@@ -284,7 +289,12 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
     let is_avro = format == MessageFormat::Avro;
     let declared = declared_codec(options.avro.as_ref(), is_avro, request.base_dir, &mut diagnostics);
     let columns = schema.as_ref().and_then(|schema| {
-        columns(schema, options.metadata.as_ref().unwrap_or(&BTreeMap::new()), format, &mut diagnostics)
+        message_columns(
+            schema,
+            options.metadata.as_ref().unwrap_or(&BTreeMap::new()),
+            format,
+            &mut diagnostics,
+        )
     });
     let avro = match (&columns, declared) {
         (Some((_, value_schema)), Some(declared)) if is_avro => {
@@ -371,57 +381,6 @@ fn start(options: &KafkaSourceOptions, diagnostics: &mut Vec<Diagnostic>) -> Opt
             None
         }
     }
-}
-
-/// Where each output column comes from, and the schema of the payload's columns.
-fn columns(
-    schema: &SchemaRef,
-    metadata: &BTreeMap<String, String>,
-    format: MessageFormat,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(Vec<Column>, SchemaRef)> {
-    let before = diagnostics.len();
-    for (column, what) in metadata {
-        let path = format!("options.metadata.{column}");
-        let Some(kind) = Column::parse(what) else {
-            diagnostics.push(
-                Diagnostic::new(path, format!("unknown metadata \"{what}\""))
-                    .suggest("use one of key, topic, partition, offset, timestamp, headers or header:NAME"),
-            );
-            continue;
-        };
-        match schema.field_with_name(column) {
-            Err(_) => diagnostics.push(
-                Diagnostic::new(path, format!("the schema has no column `{column}`"))
-                    .suggest("declare the column in `schema:` with its type"),
-            ),
-            Ok(field) if !kind.accepts(field.data_type()) => diagnostics.push(Diagnostic::new(
-                path,
-                format!(
-                    "metadata `{what}` fills a column of type {}, but `{column}` is {}",
-                    kind.types(),
-                    field.data_type()
-                ),
-            )),
-            Ok(_) => {}
-        }
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut value_fields: Vec<Field> = Vec::new();
-    for field in schema.fields() {
-        match metadata.get(field.name()).and_then(|what| Column::parse(what)) {
-            Some(kind) => columns.push(kind),
-            None => {
-                columns.push(Column::Value(value_fields.len()));
-                value_fields.push(field.as_ref().clone());
-            }
-        }
-    }
-    let value_schema = Arc::new(Schema::new(value_fields));
-    if let Err(message) = format.check_schema(&value_schema) {
-        diagnostics.push(Diagnostic::new("options.format", message));
-    }
-    (diagnostics.len() == before).then_some((columns, value_schema))
 }
 
 /// Builds the Kafka sink from its request.

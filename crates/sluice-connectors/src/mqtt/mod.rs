@@ -26,12 +26,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
-use crate::format::message::MessageFormat;
+use crate::format::message::{MessageFormat, MetadataColumn, message_columns};
 use crate::{SinkRequest, SourceRequest, arrow_schema, options};
 
 pub use sink::MqttSink;
@@ -149,6 +149,29 @@ pub(crate) enum Column {
     Topic,
 }
 
+impl MetadataColumn for Column {
+    const KNOWN: &'static str = "the only one is `topic`";
+
+    fn value(n: usize) -> Self {
+        Column::Value(n)
+    }
+
+    fn parse(what: &str) -> Option<Self> {
+        (what == "topic").then_some(Column::Topic)
+    }
+
+    fn accepts(&self, data_type: &DataType) -> bool {
+        matches!(self, Column::Value(_)) || data_type == &DataType::Utf8
+    }
+
+    fn types(&self) -> &'static str {
+        match self {
+            Column::Value(_) => "any",
+            Column::Topic => "`utf8`",
+        }
+    }
+}
+
 /// What the MQTT source was configured with, once checked.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceConfig {
@@ -229,7 +252,12 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
         }
     };
     let columns = schema.as_ref().and_then(|schema| {
-        columns(schema, options.metadata.as_ref().unwrap_or(&BTreeMap::new()), format, &mut diagnostics)
+        message_columns(
+            schema,
+            options.metadata.as_ref().unwrap_or(&BTreeMap::new()),
+            format,
+            &mut diagnostics,
+        )
     });
     match (client, filters, qos, session_expiry, schema, columns) {
         (
@@ -268,55 +296,6 @@ fn check_filters(
         }
     }
     (diagnostics.len() == before).then(|| filters.to_vec())
-}
-
-/// Where each output column comes from, and the schema of the payload's columns.
-fn columns(
-    schema: &SchemaRef,
-    metadata: &BTreeMap<String, String>,
-    format: MessageFormat,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(Vec<Column>, SchemaRef)> {
-    let before = diagnostics.len();
-    for (column, what) in metadata {
-        let path = format!("options.metadata.{column}");
-        if what != "topic" {
-            diagnostics.push(
-                Diagnostic::new(path, format!("unknown metadata \"{what}\""))
-                    .suggest("the only one is `topic`"),
-            );
-            continue;
-        }
-        match schema.field_with_name(column) {
-            Err(_) => diagnostics.push(
-                Diagnostic::new(path, format!("the schema has no column `{column}`"))
-                    .suggest("declare the column in `schema:` with its type"),
-            ),
-            Ok(field) if field.data_type() != &DataType::Utf8 => diagnostics.push(Diagnostic::new(
-                path,
-                format!(
-                    "metadata `topic` fills a column of type `utf8`, but `{column}` is {}",
-                    field.data_type()
-                ),
-            )),
-            Ok(_) => {}
-        }
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut value_fields: Vec<Field> = Vec::new();
-    for field in schema.fields() {
-        if metadata.get(field.name()).is_some_and(|what| what == "topic") {
-            columns.push(Column::Topic);
-        } else {
-            columns.push(Column::Value(value_fields.len()));
-            value_fields.push(field.as_ref().clone());
-        }
-    }
-    let value_schema = Arc::new(Schema::new(value_fields));
-    if let Err(message) = format.check_schema(&value_schema) {
-        diagnostics.push(Diagnostic::new("options.format", message));
-    }
-    (diagnostics.len() == before).then_some((columns, value_schema))
 }
 
 /// What the MQTT sink was configured with, once checked.

@@ -24,12 +24,12 @@ mod source;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
-use crate::format::message::MessageFormat;
+use crate::format::message::{MessageFormat, MetadataColumn, message_columns};
 use crate::{SinkRequest, SourceRequest, arrow_schema, options};
 
 pub use sink::NatsSink;
@@ -158,7 +158,13 @@ pub(crate) enum Column {
     Header(String),
 }
 
-impl Column {
+impl MetadataColumn for Column {
+    const KNOWN: &'static str = "use one of subject, sequence, timestamp, headers or header:NAME";
+
+    fn value(n: usize) -> Self {
+        Column::Value(n)
+    }
+
     fn parse(what: &str) -> Option<Self> {
         Some(match what {
             "subject" => Column::Subject,
@@ -260,7 +266,12 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
         }
     };
     let columns = schema.as_ref().and_then(|schema| {
-        columns(schema, options.metadata.as_ref().unwrap_or(&BTreeMap::new()), format, &mut diagnostics)
+        message_columns(
+            schema,
+            options.metadata.as_ref().unwrap_or(&BTreeMap::new()),
+            format,
+            &mut diagnostics,
+        )
     });
     match (client, stream, filters, start, schema, columns) {
         (
@@ -379,57 +390,6 @@ fn start(options: &NatsSourceOptions, diagnostics: &mut Vec<Diagnostic>) -> Opti
                 .ok()
         }
     }
-}
-
-/// Where each output column comes from, and the schema of the payload's columns.
-fn columns(
-    schema: &SchemaRef,
-    metadata: &BTreeMap<String, String>,
-    format: MessageFormat,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(Vec<Column>, SchemaRef)> {
-    let before = diagnostics.len();
-    for (column, what) in metadata {
-        let path = format!("options.metadata.{column}");
-        let Some(kind) = Column::parse(what) else {
-            diagnostics.push(
-                Diagnostic::new(path, format!("unknown metadata \"{what}\""))
-                    .suggest("use one of subject, sequence, timestamp, headers or header:NAME"),
-            );
-            continue;
-        };
-        match schema.field_with_name(column) {
-            Err(_) => diagnostics.push(
-                Diagnostic::new(path, format!("the schema has no column `{column}`"))
-                    .suggest("declare the column in `schema:` with its type"),
-            ),
-            Ok(field) if !kind.accepts(field.data_type()) => diagnostics.push(Diagnostic::new(
-                path,
-                format!(
-                    "metadata `{what}` fills a column of type {}, but `{column}` is {}",
-                    kind.types(),
-                    field.data_type()
-                ),
-            )),
-            Ok(_) => {}
-        }
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut value_fields: Vec<Field> = Vec::new();
-    for field in schema.fields() {
-        match metadata.get(field.name()).and_then(|what| Column::parse(what)) {
-            Some(kind) => columns.push(kind),
-            None => {
-                columns.push(Column::Value(value_fields.len()));
-                value_fields.push(field.as_ref().clone());
-            }
-        }
-    }
-    let value_schema = Arc::new(Schema::new(value_fields));
-    if let Err(message) = format.check_schema(&value_schema) {
-        diagnostics.push(Diagnostic::new("options.format", message));
-    }
-    (diagnostics.len() == before).then_some((columns, value_schema))
 }
 
 /// What the NATS sink was configured with, once checked.

@@ -61,7 +61,12 @@ pub struct KeyedStore {
 impl KeyedStore {
     /// Opens an empty store in `dir`, removing anything there first.
     pub fn open_empty(dir: &Path) -> Result<Self> {
-        let failed = |e: &dyn std::fmt::Display| local_error(dir, format!("cannot open RocksDB: {e}"));
+        let failed = |e: &dyn std::fmt::Display| {
+            local_error(
+                dir,
+                format!("cannot open RocksDB: {e}; set `state.path` to a folder this process can write"),
+            )
+        };
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| failed(&e))?;
         }

@@ -83,7 +83,7 @@ where
             None => Ok(()),
         });
         if let Err(error) = opened {
-            failure.record(&name, error.context("restoring state"));
+            failure.record(&name, error.context("opening or restoring state"));
         }
         let mut tracker = WatermarkTracker::new(senders, restored_watermark);
         let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();

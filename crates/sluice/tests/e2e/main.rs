@@ -17,6 +17,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -166,4 +167,83 @@ pub fn finished(state: &Path) -> bool {
         .unwrap();
     let manifest = std::fs::read_to_string(folder.join("_manifest.json")).unwrap();
     serde_json::from_str::<Value>(&manifest).unwrap()["finished"] == json!(true)
+}
+
+/// Starts a run with `start` up to `attempts` times, each killed with SIGKILL at a seeded moment
+/// in `millis` (milliseconds after it started), calling `after_kill` after each kill. Stops early
+/// when a run ends before its kill (it must have succeeded). Returns (attempt, delay) per kill;
+/// the caller runs the final, uninterrupted resume.
+pub fn kill_at_seeded_moments(
+    start: impl Fn() -> Child,
+    seed: u64,
+    attempts: usize,
+    millis: std::ops::Range<u64>,
+    mut after_kill: impl FnMut(),
+) -> Vec<(usize, Duration)> {
+    let mut schedule = Lcg(seed);
+    let mut kills = Vec::new();
+    for attempt in 0..attempts {
+        let delay = Duration::from_millis(schedule.next_millis(millis.start, millis.end));
+        let mut child = start();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            finish_run(child, "a run that ended before its kill");
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        after_kill();
+        kills.push((attempt, delay));
+    }
+    kills
+}
+
+/// Runs a checkpointed pipeline (checkpoints in `state`) to its end through up to `attempts`
+/// SIGKILLs: the first run is killed at a seeded moment in `first` milliseconds after it
+/// starts, so a fast machine cannot finish it first; later ones at a seeded moment in `later`
+/// milliseconds after their next checkpoint, so each run progresses. A kill that lands after the
+/// final checkpoint is followed by a rerun that must only commit that checkpoint and say the
+/// pipeline already ran to completion. Returns (delay, newest checkpoint) per kill.
+pub fn kill_after_checkpoints_then_finish(
+    start: impl Fn() -> Child,
+    state: &Path,
+    seed: u64,
+    attempts: usize,
+    first: std::ops::Range<u64>,
+    later: std::ops::Range<u64>,
+) -> Vec<(Duration, Option<u64>)> {
+    let mut schedule = Lcg(seed);
+    let mut kills = Vec::new();
+    for attempt in 0..attempts {
+        let before = latest_checkpoint(state);
+        let mut child = start();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while attempt > 0 && latest_checkpoint(state) <= before && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let range = if attempt == 0 { &first } else { &later };
+        let delay = Duration::from_millis(schedule.next_millis(range.start, range.end));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            finish_run(child, "a run that ended before its kill");
+            return kills;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((delay, latest_checkpoint(state)));
+        if finished(state) {
+            // The kill came after the final checkpoint, perhaps before the sinks committed it:
+            // a rerun commits it and says the pipeline is done.
+            let output = start().wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("already ran to completion") && stderr.contains("output is committed"),
+                "{stderr}"
+            );
+            return kills;
+        }
+    }
+    finish_run(start(), "the final resumed run");
+    kills
 }

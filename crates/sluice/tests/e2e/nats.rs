@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use sluice_connectors::testing::nats::{JetStream, URL};
@@ -141,46 +141,7 @@ fn nats_window_aggregation_survives_kill_9_exactly_in_files_and_in_the_stream() 
     let expected = expected_counts(clicks);
     let state = dir.path().join("state");
     let seed = 20_261_126;
-    let mut schedule = Lcg(seed);
-    let mut kills = Vec::new();
-    let mut completed = false;
-    for attempt in 0..3 {
-        // The first run is killed early, at a seeded moment, so a fast machine cannot finish it
-        // first; later ones at a seeded moment after their next checkpoint, so each progresses.
-        let before = latest_checkpoint(&state);
-        let mut child = start(dir.path());
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while attempt > 0 && latest_checkpoint(&state) <= before && child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no checkpoint within two minutes");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let delay = Duration::from_millis(if attempt == 0 {
-            schedule.next_millis(200, 700)
-        } else {
-            schedule.next_millis(0, 400)
-        });
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_some() {
-            finish_run(child, "a run that ended before its kill");
-            completed = true;
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((delay, latest_checkpoint(&state)));
-        if finished(&state) {
-            // The kill came after the final checkpoint, perhaps before the sinks committed it:
-            // a rerun commits it and says the pipeline is done.
-            let output = start(dir.path()).wait_with_output().unwrap();
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(stderr.contains("already ran to completion"), "{stderr}");
-            completed = true;
-            break;
-        }
-    }
-    if !completed {
-        finish_run(start(dir.path()), "the final resumed run");
-    }
+    let kills = kill_after_checkpoints_then_finish(|| start(dir.path()), &state, seed, 3, 200..700, 0..400);
     let what = format!("seed {seed}, kills (delay, checkpoint) {kills:?}");
     assert!(!kills.is_empty(), "{what}: the run must be killed at least once");
     assert_files_exact(dir.path(), &expected, &what);

@@ -96,21 +96,8 @@ fn assert_same_as_reference(dir: &Path, what: &str) {
 #[test]
 fn kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_output() {
     let seed = 20_261_125;
-    let mut schedule = Lcg(seed);
     let dir = pipeline_dir();
-    let mut restarts = Vec::new();
-    for attempt in 0..4 {
-        let delay = Duration::from_millis(schedule.next_millis(600, 2_600));
-        let mut child = spawn_run(dir.path(), &["-w", "2"]);
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_some() {
-            finish_run(child, "a run that ended before its kill");
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        restarts.push((attempt, delay));
-    }
+    let restarts = kill_at_seeded_moments(|| spawn_run(dir.path(), &["-w", "2"]), seed, 4, 600..2_600, || {});
     let resumed = Instant::now();
     finish_run(spawn_run(dir.path(), &["-w", "2"]), "the final resumed run");
     assert!(restarts.len() >= 2, "seed {seed}: the schedule must kill at least twice: {restarts:?}");

@@ -122,26 +122,16 @@ fn assert_same_as_reference(dir: &Path, what: &str) {
 #[test]
 fn rocksdb_state_survives_kill_9_at_seeded_moments() {
     let seed = 20_261_126;
-    let mut schedule = Lcg(seed);
     let dir = pipeline_dir();
-    let mut kills = Vec::new();
-    for attempt in 0..3 {
-        let delay = Duration::from_millis(schedule.next_millis(800, 2_400));
-        let mut child = spawn_run(dir.path(), &["-w", "2"]);
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_some() {
-            finish_run(child, "a run that ended before its kill");
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // The killed run's RocksDB files are still there: state really lived on disk.
+    // After each kill, the killed run's RocksDB files are still there: state really lived on disk.
+    let databases_left = || {
         for operator in ["per_auction", "sellers"] {
             let database = dir.path().join(format!("rocks/{operator}/worker-0/CURRENT"));
             assert!(database.is_file(), "no RocksDB database at {}", database.display());
         }
-        kills.push((attempt, delay));
-    }
+    };
+    let kills =
+        kill_at_seeded_moments(|| spawn_run(dir.path(), &["-w", "2"]), seed, 3, 800..2_400, databases_left);
     finish_run(spawn_run(dir.path(), &["-w", "2"]), "the final resumed run");
     assert!(kills.len() >= 2, "seed {seed}: the schedule must kill at least twice: {kills:?}");
     assert_same_as_reference(dir.path(), &format!("seed {seed}, kills {kills:?}"));

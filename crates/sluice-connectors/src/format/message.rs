@@ -346,6 +346,22 @@ pub(crate) fn decode_reason(error: &ArrowError) -> String {
     if text.starts_with("Encountered ") { format!("not valid JSON: {text}") } else { text.to_owned() }
 }
 
+/// The declared `schema` of a messaging source, which `connector` needs: reported at `schema`
+/// when absent.
+pub(crate) fn required_schema(
+    fields: Option<&[sluice_spec::FieldSpec]>,
+    connector: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<SchemaRef> {
+    if fields.is_none() {
+        diagnostics.push(
+            Diagnostic::new("schema", format!("the {connector} source needs a schema"))
+                .suggest("declare `schema:` with the payload's fields (and any metadata columns)"),
+        );
+    }
+    fields.map(crate::arrow_schema)
+}
+
 /// A kind of message metadata that a messaging source can put in a column of its own
 /// (`options.metadata: {column: what}`), or a column of the decoded payload.
 pub(crate) trait MetadataColumn: Sized {
@@ -370,10 +386,12 @@ pub(crate) trait MetadataColumn: Sized {
 /// reported at `options.metadata.<column>` and `options.format`.
 pub(crate) fn message_columns<C: MetadataColumn>(
     schema: &SchemaRef,
-    metadata: &std::collections::BTreeMap<String, String>,
+    metadata: Option<&std::collections::BTreeMap<String, String>>,
     format: MessageFormat,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(Vec<C>, SchemaRef)> {
+    let none = std::collections::BTreeMap::new();
+    let metadata = metadata.unwrap_or(&none);
     let before = diagnostics.len();
     for (column, what) in metadata {
         let path = format!("options.metadata.{column}");

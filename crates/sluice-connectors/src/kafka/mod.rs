@@ -19,8 +19,8 @@ use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
 use crate::format::avro::{AvroCodec, declared_codec};
-use crate::format::message::{MessageFormat, MetadataColumn, message_columns};
-use crate::{SinkRequest, SourceRequest, arrow_schema, options};
+use crate::format::message::{MessageFormat, MetadataColumn, message_columns, required_schema};
+use crate::{SinkRequest, SourceRequest, options};
 
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
@@ -276,26 +276,12 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
     };
     let start = start(&options, &mut diagnostics);
     let format = options.format.unwrap_or_default();
-    let schema = match request.schema {
-        Some(fields) => Some(arrow_schema(fields)),
-        None => {
-            diagnostics.push(
-                Diagnostic::new("schema", "the kafka source needs a schema")
-                    .suggest("declare `schema:` with the payload's fields (and any metadata columns)"),
-            );
-            None
-        }
-    };
+    let schema = required_schema(request.schema, "kafka", &mut diagnostics);
     let is_avro = format == MessageFormat::Avro;
     let declared = declared_codec(options.avro.as_ref(), is_avro, request.base_dir, &mut diagnostics);
-    let columns = schema.as_ref().and_then(|schema| {
-        message_columns(
-            schema,
-            options.metadata.as_ref().unwrap_or(&BTreeMap::new()),
-            format,
-            &mut diagnostics,
-        )
-    });
+    let columns = schema
+        .as_ref()
+        .and_then(|schema| message_columns(schema, options.metadata.as_ref(), format, &mut diagnostics));
     let avro = match (&columns, declared) {
         (Some((_, value_schema)), Some(declared)) if is_avro => {
             avro_codec(declared, value_schema, &mut diagnostics).map(Some)

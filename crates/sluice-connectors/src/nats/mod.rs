@@ -29,8 +29,8 @@ use serde::Deserialize;
 use sluice_runtime::connector::{Sink, Source};
 use sluice_spec::Diagnostic;
 
-use crate::format::message::{MessageFormat, MetadataColumn, message_columns};
-use crate::{SinkRequest, SourceRequest, arrow_schema, options};
+use crate::format::message::{MessageFormat, MetadataColumn, message_columns, required_schema};
+use crate::{SinkRequest, SourceRequest, options};
 
 pub use sink::NatsSink;
 pub use source::NatsSource;
@@ -255,24 +255,10 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
     let start = start(&options, &mut diagnostics);
     let format = options.format.unwrap_or_default();
     diagnostics.extend(format.unsupported_avro("nats"));
-    let schema = match request.schema {
-        Some(fields) => Some(arrow_schema(fields)),
-        None => {
-            diagnostics.push(
-                Diagnostic::new("schema", "the nats source needs a schema")
-                    .suggest("declare `schema:` with the payload's fields (and any metadata columns)"),
-            );
-            None
-        }
-    };
-    let columns = schema.as_ref().and_then(|schema| {
-        message_columns(
-            schema,
-            options.metadata.as_ref().unwrap_or(&BTreeMap::new()),
-            format,
-            &mut diagnostics,
-        )
-    });
+    let schema = required_schema(request.schema, "nats", &mut diagnostics);
+    let columns = schema
+        .as_ref()
+        .and_then(|schema| message_columns(schema, options.metadata.as_ref(), format, &mut diagnostics));
     match (client, stream, filters, start, schema, columns) {
         (
             Some(client),

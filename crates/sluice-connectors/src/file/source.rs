@@ -28,8 +28,8 @@ use super::avro::{self, AvroFileReader};
 use super::parquet::{self, ParquetReader};
 use super::storage::Location;
 use super::{FileFormat, SourceConfig};
-use crate::format::TextFormat;
 use crate::format::message::decode_reason;
+use crate::format::{Delimited, TextFormat, decode_records};
 
 /// Lines read for schema inference.
 const INFER_LINES: usize = 1000;
@@ -464,38 +464,11 @@ impl LineDecoder {
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-        let schema = self.schema.clone();
-        let batch = match self.format {
-            TextFormat::Jsonl => {
-                let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-                    .with_batch_size(rows + 1)
-                    .build_decoder()?;
-                let consumed = decoder.decode(bytes)?;
-                if consumed < bytes.len() {
-                    return Err(ArrowError::JsonError("more values than lines".into()));
-                }
-                decoder.flush()?
-            }
-            TextFormat::Csv => {
-                let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_header(false)
-                    .with_delimiter(self.delimiter)
-                    .with_batch_size(rows + 1)
-                    .build_decoder();
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let consumed = decoder.decode(rest)?;
-                    if consumed == 0 {
-                        // The decoder is full: there are more records than lines.
-                        return Err(ArrowError::CsvError("more records than lines".into()));
-                    }
-                    rest = &rest[consumed..];
-                }
-                decoder.decode(&[])?;
-                decoder.flush()?
-            }
+        let format = match self.format {
+            TextFormat::Jsonl => Delimited::Json,
+            TextFormat::Csv => Delimited::Csv(self.delimiter),
         };
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+        decode_records(format, &self.schema, bytes, rows, "lines")
     }
 }
 

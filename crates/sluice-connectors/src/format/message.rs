@@ -18,6 +18,7 @@ use sluice_runtime::{Error, Result};
 use sluice_spec::Diagnostic;
 
 use super::avro::{AvroCodec, AvroDecoder, AvroEncoder};
+use super::{Delimited, decode_records};
 
 /// How one message's payload encodes one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -227,39 +228,14 @@ impl MessageDecoder {
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> std::result::Result<RecordBatch, ArrowError> {
-        let schema = self.schema.clone();
-        let batch = match self.format {
-            MessageFormat::Json => {
-                let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-                    .with_batch_size(rows + 1)
-                    .build_decoder()?;
-                let consumed = decoder.decode(bytes)?;
-                if consumed < bytes.len() {
-                    return Err(ArrowError::JsonError("more values than messages".into()));
-                }
-                decoder.flush()?
-            }
-            MessageFormat::Csv => {
-                let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_header(false)
-                    .with_batch_size(rows + 1)
-                    .build_decoder();
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let consumed = decoder.decode(rest)?;
-                    if consumed == 0 {
-                        return Err(ArrowError::CsvError("more records than messages".into()));
-                    }
-                    rest = &rest[consumed..];
-                }
-                decoder.decode(&[])?;
-                decoder.flush()?
-            }
+        let format = match self.format {
+            MessageFormat::Json => Delimited::Json,
+            MessageFormat::Csv => Delimited::Csv(b','),
             MessageFormat::Raw | MessageFormat::Avro => {
                 return Err(ArrowError::InvalidArgumentError("raw and avro are decoded apart".into()));
             }
         };
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+        decode_records(format, &self.schema, bytes, rows, "messages")
     }
 }
 

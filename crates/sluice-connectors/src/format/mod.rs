@@ -62,3 +62,56 @@ impl TextFormat {
         Ok(())
     }
 }
+
+/// How a run of newline-separated records is written: JSON values, or CSV records with a
+/// delimiter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Delimited {
+    /// One JSON value per record.
+    Json,
+    /// CSV records (no header) with this delimiter.
+    Csv(u8),
+}
+
+/// Decodes `bytes`, which hold `rows` records (lines of a file, payloads of messages: `unit`
+/// names them in the error when `bytes` hold more records than that), into one batch of
+/// `schema`.
+pub(crate) fn decode_records(
+    format: Delimited,
+    schema: &arrow::datatypes::SchemaRef,
+    bytes: &[u8],
+    rows: usize,
+    unit: &str,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::error::ArrowError;
+    let batch = match format {
+        Delimited::Json => {
+            let mut decoder =
+                arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows + 1).build_decoder()?;
+            let consumed = decoder.decode(bytes)?;
+            if consumed < bytes.len() {
+                return Err(ArrowError::JsonError(format!("more values than {unit}")));
+            }
+            decoder.flush()?
+        }
+        Delimited::Csv(delimiter) => {
+            let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
+                .with_header(false)
+                .with_delimiter(delimiter)
+                .with_batch_size(rows + 1)
+                .build_decoder();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let consumed = decoder.decode(rest)?;
+                if consumed == 0 {
+                    // The decoder is full: there are more records than `rows`.
+                    return Err(ArrowError::CsvError(format!("more records than {unit}")));
+                }
+                rest = &rest[consumed..];
+            }
+            decoder.decode(&[])?;
+            decoder.flush()?
+        }
+    };
+    Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}

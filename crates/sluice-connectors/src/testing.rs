@@ -279,6 +279,24 @@ fn server_answers(port: u16, what: &str, start: &str) -> bool {
     false
 }
 
+/// Waits until a server listens on `127.0.0.1:port`; panics after 10 s, naming `what`.
+pub(crate) fn wait_for_listener(port: u16, what: &str) {
+    let address = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops a server process with SIGTERM (so it can save what it keeps) and waits for it.
+pub(crate) fn terminate(child: Option<std::process::Child>) {
+    if let Some(mut child) = child {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+}
+
 /// A name no other test (or test run) uses, for streams, subjects and topics.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -217,12 +217,7 @@ impl PrivateBroker {
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "the private broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_listener(self.port, "the private broker");
     }
 
     /// Stops the broker with SIGTERM (it saves its sessions), waits `down`, starts it again.
@@ -233,10 +228,7 @@ impl PrivateBroker {
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
-        }
+        super::terminate(self.child.take());
     }
 }
 

@@ -209,12 +209,7 @@ impl PrivateServer {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the private NATS server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_listener(self.port, "the private NATS server");
     }
 
     /// Stops the server with SIGTERM, waits `down`, and starts it again on the same port.
@@ -225,10 +220,7 @@ impl PrivateServer {
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
-        }
+        super::terminate(self.child.take());
     }
 }
 

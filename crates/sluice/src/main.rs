@@ -23,6 +23,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the platform: the control plane on 127.0.0.1:8080 with SQLite metadata and local
+    /// checkpoints under `sluice-data/`, and a demo pipeline on first start.
+    Up(commands::server::ServerArgs),
+    /// Run the control plane (same as `up` without the demo), e.g. against PostgreSQL.
+    Server(commands::server::ServerArgs),
     /// Run a pipeline until its bounded sources end, or until Ctrl-C / SIGTERM.
     Run(commands::run::RunArgs),
     /// Check a pipeline spec without running it: YAML, structure, connector options, SQL.
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
     init_logging(cli.log_json);
     report::explain_panics();
     let result = match cli.command {
+        Command::Up(args) => commands::server::server(args, true),
+        Command::Server(args) => commands::server::server(args, false),
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Bench(args) => commands::bench::bench(args),

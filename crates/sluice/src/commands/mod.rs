@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod bench_kafka;
 pub mod run;
+pub mod server;
 pub mod validate;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use sluice_control::supervisor::{ExitStatus, Outcome};
 use sluice_runtime::checkpoint::{CheckpointOptions, RestoreFrom};
 use sluice_runtime::{RunOptions, Runtime, Topology};
 use sluice_spec::StateBackendKind;
@@ -60,6 +61,10 @@ pub struct RunArgs {
     /// Keep keyed state in `memory` or `rocksdb` (overrides the spec's `state.backend`).
     #[arg(long, value_name = "BACKEND")]
     pub state_backend: Option<StateBackendKind>,
+    /// On exit, write `{"outcome": "finished"|"stopped"|"failed", "message"}` to this file (how
+    /// the control plane's supervisor learns how a worker ended).
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -101,6 +106,26 @@ impl RunArgs {
 
 /// Runs `sluice run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let status_file = args.status_file.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let result = run_pipeline(args, stop.clone());
+    if let Some(path) = status_file {
+        let (outcome, message) = match &result {
+            Ok(code) if *code == ExitCode::SUCCESS && stop.load(Ordering::SeqCst) => {
+                (Outcome::Stopped, String::new())
+            }
+            Ok(code) if *code == ExitCode::SUCCESS => (Outcome::Finished, String::new()),
+            Ok(_) => (Outcome::Failed, "the pipeline failed; see the log".to_string()),
+            Err(error) => (Outcome::Failed, format!("{error:#}")),
+        };
+        let status = serde_json::to_string(&ExitStatus { outcome, message })?;
+        std::fs::write(&path, status)
+            .with_context(|| format!("writing the status file {}", path.display()))?;
+    }
+    result
+}
+
+fn run_pipeline(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     let topology = args.topology()?;
     let mut planned = match plan_file(&args.pipeline) {
         Ok(planned) => planned,
@@ -118,7 +143,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let checkpoints = checkpoint_options(&args, &planned)?;
     let runtime = Runtime::new(planned.graph).context("preparing the pipeline")?;
-    let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), checkpoints.is_some())?;
     let options = RunOptions {
         topology: topology.clone(),

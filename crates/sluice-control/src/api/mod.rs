@@ -1,0 +1,140 @@
+//! The REST API: one route table ([`routes`]) from which the router, the access checks, the
+//! audit log and the OpenAPI document are all derived, so a route cannot exist without an
+//! access rule.
+
+mod access;
+mod body;
+mod pipelines;
+mod routes;
+mod system;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use sluice_spec::Diagnostic;
+
+pub use body::{Body, Params, Segments, SpecBody};
+pub use routes::{Route, routes};
+
+use crate::auth::{Access, Principal};
+use crate::error::ApiError;
+use crate::store::{AuditEntry, Store, now_ms};
+use crate::supervisor::Supervisor;
+
+/// Checks a pipeline spec as deeply as the platform can (structure, connectors, SQL); the
+/// `sluice` binary provides the full planner.
+pub trait Checker: Send + Sync + 'static {
+    /// Every problem in `spec`, whose relative paths resolve against `base_dir`.
+    fn check(&self, spec: &str, base_dir: &Path) -> Result<(), Vec<Diagnostic>>;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    /// The metadata store.
+    pub store: Store,
+    /// Runs the workers.
+    pub supervisor: Supervisor,
+    /// Checks specs.
+    pub checker: Arc<dyn Checker>,
+    /// Where pipeline files live.
+    pub data_dir: PathBuf,
+}
+
+/// The API router with every route of [`routes`], each behind its access check.
+pub fn router(app: App) -> Router {
+    let mut router = Router::new();
+    for (route, handler) in routes() {
+        let guarded = handler.layer(from_fn_with_state((app.clone(), route.clone()), guard));
+        router = router.route(route.path, guarded);
+    }
+    router
+        .fallback(|| async { ApiError::not_found("endpoint (see /api/v1/openapi.json for the list)") })
+        .with_state(app)
+}
+
+/// Authenticates, authorizes against the route's rule, runs the handler and audits mutations.
+async fn guard(State((app, route)): State<(App, Route)>, mut request: Request, next: Next) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "in-process".to_string(), |ConnectInfo(address)| address.ip().to_string());
+    let path = request.uri().path().to_string();
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_string());
+    let outcome = authorize(&app, &route, token.as_deref(), &path).await;
+    let actor = match &outcome {
+        Ok(Some(principal)) => principal.user.clone(),
+        _ => "anonymous".to_string(),
+    };
+    let response = match outcome {
+        Ok(principal) => {
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(principal);
+            }
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    };
+    if route.method != Method::GET {
+        let entry = AuditEntry {
+            id: 0,
+            at: now_ms(),
+            actor,
+            remote,
+            method: route.method.to_string(),
+            path,
+            status: i64::from(response.status().as_u16()),
+        };
+        if let Err(error) = app.store.audit(&entry).await {
+            // The call already happened; its answer stands, but the gap must be visible.
+            tracing::error!(%error, method = %entry.method, path = %entry.path, "audit log write failed");
+        }
+    }
+    response
+}
+
+async fn authorize(
+    app: &App,
+    route: &Route,
+    token: Option<&str>,
+    path: &str,
+) -> Result<Option<Principal>, ApiError> {
+    if route.access == Access::Public {
+        return Ok(None);
+    }
+    let Some(token) = token else {
+        return Err(ApiError::unauthenticated(
+            "missing credentials: send the header `Authorization: Bearer <token>` (`sluice up` prints an admin token on first start)",
+        ));
+    };
+    let Some(principal) = app.store.authenticate(token).await? else {
+        return Err(ApiError::unauthenticated("the token is not valid (revoked, or mistyped)"));
+    };
+    let team = route.team_in(path);
+    if !principal.allows(route.access, team) {
+        return Err(ApiError::forbidden(format!(
+            "{} {} needs {}{}",
+            route.method,
+            route.path,
+            route.access,
+            team.map(|team| format!(" of \"{team}\"")).unwrap_or_default()
+        )));
+    }
+    if let Some(team) = team
+        && !app.store.team_exists(team).await?
+    {
+        return Err(ApiError::not_found(format!("team \"{team}\"")));
+    }
+    Ok(Some(principal))
+}

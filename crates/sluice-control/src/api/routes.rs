@@ -1,0 +1,280 @@
+//! The route table: every endpoint with its method, path, access rule and summary.
+
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post, put};
+
+use super::{App, access, pipelines, system};
+use crate::auth::{Access, Role};
+
+/// One endpoint.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template, with `{name}` segments.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// What it does, for the OpenAPI document.
+    pub summary: &'static str,
+}
+
+impl Route {
+    /// The value of the path's `{team}` segment in `path` (a request path matching this route).
+    pub fn team_in<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let index = self.path.split('/').position(|segment| segment == "{team}")?;
+        path.split('/').nth(index)
+    }
+}
+
+const PIPELINE: &str = "/api/v1/teams/{team}/pipelines/{pipeline}";
+
+/// Every endpoint with its handler.
+pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
+    use Access::{Authenticated, PlatformAdmin, Public, Team};
+    use Role::{Admin, Developer, Viewer};
+    let route = |method: Method, path: &'static str, access: Access, summary: &'static str| Route {
+        method,
+        path,
+        access,
+        summary,
+    };
+    vec![
+        (route(Method::GET, "/api/v1/health", Public, "Liveness of the control plane"), get(system::health)),
+        (
+            route(Method::GET, "/api/v1/openapi.json", Authenticated, "This API as an OpenAPI 3 document"),
+            get(system::openapi),
+        ),
+        (
+            route(Method::GET, "/api/v1/whoami", Authenticated, "The caller and their roles"),
+            get(access::whoami),
+        ),
+        (
+            route(Method::GET, "/api/v1/teams", Authenticated, "Teams the caller belongs to"),
+            get(access::list_teams),
+        ),
+        (route(Method::POST, "/api/v1/teams", PlatformAdmin, "Create a team"), post(access::create_team)),
+        (
+            route(Method::GET, "/api/v1/teams/{team}", Team(Viewer), "A team and its members"),
+            get(access::get_team),
+        ),
+        (
+            route(Method::DELETE, "/api/v1/teams/{team}", PlatformAdmin, "Delete an empty team"),
+            delete(access::delete_team),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/v1/teams/{team}/members/{user}",
+                Team(Admin),
+                "Give a user a role in the team",
+            ),
+            put(access::put_member),
+        ),
+        (
+            route(
+                Method::DELETE,
+                "/api/v1/teams/{team}/members/{user}",
+                Team(Admin),
+                "Remove a user from the team",
+            ),
+            delete(access::delete_member),
+        ),
+        (route(Method::GET, "/api/v1/users", PlatformAdmin, "Every user"), get(access::list_users)),
+        (route(Method::POST, "/api/v1/users", PlatformAdmin, "Create a user"), post(access::create_user)),
+        (
+            route(
+                Method::GET,
+                "/api/v1/tokens",
+                Authenticated,
+                "The caller's API tokens (every token for admins)",
+            ),
+            get(access::list_tokens),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/tokens",
+                Authenticated,
+                "Issue an API token (for another user: admins only)",
+            ),
+            post(access::create_token),
+        ),
+        (
+            route(
+                Method::DELETE,
+                "/api/v1/tokens/{token}",
+                Authenticated,
+                "Revoke one of the caller's tokens",
+            ),
+            delete(access::revoke_token),
+        ),
+        (
+            route(Method::GET, "/api/v1/audit", PlatformAdmin, "The audit log, newest first"),
+            get(system::audit),
+        ),
+        (
+            route(Method::GET, "/api/v1/teams/{team}/pipelines", Team(Viewer), "The team's pipelines"),
+            get(pipelines::list),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines",
+                Team(Developer),
+                "Create a pipeline from a spec",
+            ),
+            post(pipelines::create),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/validate",
+                Team(Developer),
+                "Check a spec without saving it",
+            ),
+            post(pipelines::validate),
+        ),
+        (route(Method::GET, PIPELINE, Team(Viewer), "A pipeline and its status"), get(pipelines::get)),
+        (
+            route(Method::PUT, PIPELINE, Team(Developer), "Save a new version of the spec"),
+            put(pipelines::update),
+        ),
+        (
+            route(Method::DELETE, PIPELINE, Team(Developer), "Delete a pipeline that is not running"),
+            delete(pipelines::remove),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/versions",
+                Team(Viewer),
+                "Every version",
+            ),
+            get(pipelines::versions),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/versions/{version}",
+                Team(Viewer),
+                "One version's spec",
+            ),
+            get(pipelines::version),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/deploy",
+                Team(Developer),
+                "Run a version (the latest by default); a running pipeline restarts on it",
+            ),
+            post(pipelines::deploy),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/start",
+                Team(Developer),
+                "Start it again",
+            ),
+            post(pipelines::start),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/stop",
+                Team(Developer),
+                "Stop gracefully (final checkpoint)",
+            ),
+            post(pipelines::stop),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/savepoint",
+                Team(Developer),
+                "Stop with a savepoint",
+            ),
+            post(pipelines::savepoint),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/resume",
+                Team(Developer),
+                "Start from a savepoint (the newest by default)",
+            ),
+            post(pipelines::resume),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/rescale",
+                Team(Developer),
+                "Change parallelism (through a final checkpoint)",
+            ),
+            post(pipelines::rescale),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/restart",
+                Team(Developer),
+                "Restart it",
+            ),
+            post(pipelines::restart),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/events",
+                Team(Viewer),
+                "Lifecycle events",
+            ),
+            get(pipelines::events),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/logs",
+                Team(Viewer),
+                "The worker's log",
+            ),
+            get(pipelines::logs),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_route_is_unique_and_team_routes_name_the_team() {
+        let mut seen = HashSet::new();
+        for (route, _) in routes() {
+            assert!(seen.insert((route.method.clone(), route.path)), "{} {} twice", route.method, route.path);
+            // A team rule needs the team in the path; a team's path is never open to every user.
+            if matches!(route.access, Access::Team(_)) {
+                assert!(route.path.contains("{team}"), "{} {}", route.method, route.path);
+            }
+            if route.path.contains("{team}") {
+                assert!(
+                    matches!(route.access, Access::Team(_) | Access::PlatformAdmin),
+                    "{} {} is a team's path",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_team_is_read_from_its_segment() {
+        let (route, _) = routes().into_iter().find(|(route, _)| route.path == PIPELINE).unwrap();
+        assert_eq!(route.team_in("/api/v1/teams/payments/pipelines/fraud"), Some("payments"));
+    }
+}

@@ -1,0 +1,127 @@
+//! `sluice up` and `sluice server`: the control plane in this process, supervising pipelines as
+//! local worker processes (this same binary, as `sluice run`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_control::api::Checker;
+use sluice_control::supervisor::RestartPolicy;
+use sluice_control::{Config, ControlPlane, DEFAULT_TEAM};
+use sluice_spec::Diagnostic;
+
+use crate::plan::plan;
+
+/// Arguments of `sluice server` (and `sluice up`).
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where pipelines' specs, checkpoints, savepoints and logs live, and the SQLite metadata.
+    #[arg(long, default_value = "sluice-data")]
+    pub data_dir: PathBuf,
+    /// Metadata database: `sqlite://PATH` (default: `<data-dir>/sluice.db`) or
+    /// `postgres://USER@HOST/DB` for production.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Restarts of a failing worker before its pipeline is marked failed.
+    #[arg(long, default_value_t = 5)]
+    pub restart_budget: i64,
+}
+
+/// The demo pipeline `sluice up` deploys on first start.
+const DEMO: &str = include_str!("../../../../examples/demo/pipeline.yaml");
+
+/// Checks specs with the full planner: structure, connector options, SQL.
+struct Planner;
+
+impl Checker for Planner {
+    fn check(&self, spec: &str, base_dir: &Path) -> Result<(), Vec<Diagnostic>> {
+        plan(spec, base_dir).map(|_| ())
+    }
+}
+
+/// Runs `sluice server`; with `demo`, `sluice up` (a demo pipeline deployed on first start).
+pub fn server(args: ServerArgs, demo: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime.block_on(serve(args, demo))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServerArgs, demo: bool) -> anyhow::Result<()> {
+    let config = Config {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        database: args.database.clone(),
+        worker_program: std::env::current_exe().context("finding this program to run workers")?,
+        restart: RestartPolicy { budget: args.restart_budget, ..RestartPolicy::default() },
+    };
+    let control = ControlPlane::open(config, Arc::new(Planner)).await?;
+    let url = format!("http://{}", args.listen);
+    match control.bootstrap().await? {
+        Some(first) => {
+            if demo {
+                deploy_demo(&control).await?;
+            }
+            println!("Sluice is up: {url}/api/v1 (data in {})", args.data_dir.display());
+            println!("First start: created platform admin \"{}\" in team \"{}\".", first.user, first.team);
+            println!("Its API token is shown only this once; keep it:");
+            println!();
+            println!("    {}", first.token);
+            println!();
+            println!("    sluice login {url} --token {}", first.token);
+            if demo {
+                println!("    sluice pipelines list    # the demo pipeline \"demo-payments\" is running");
+            }
+        }
+        None => println!("Sluice is up: {url}/api/v1 (data in {})", args.data_dir.display()),
+    }
+    control.serve(shutdown_signal()).await?;
+    println!("control plane stopped; pipelines keep running and are adopted on the next start");
+    Ok(())
+}
+
+async fn deploy_demo(control: &ControlPlane) -> anyhow::Result<()> {
+    let app = control.app();
+    let base_dir = app.supervisor.pipeline_dir(DEFAULT_TEAM, "demo-payments");
+    Planner.check(DEMO, &base_dir).map_err(|diagnostics| {
+        anyhow::anyhow!(
+            "the demo pipeline is not valid: {}",
+            diagnostics.first().map(ToString::to_string).unwrap_or_default()
+        )
+    })?;
+    let record = app
+        .store
+        .create_pipeline(DEFAULT_TEAM, "demo-payments", DEMO, 1, sluice_control::FIRST_ADMIN)
+        .await?;
+    let request = sluice_control::store::Request {
+        desired: Some(sluice_control::store::Desired::Running),
+        deployed_version: Some(record.latest_version),
+        ..Default::default()
+    };
+    app.store.request(DEFAULT_TEAM, &record.name, &request).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -28,6 +28,13 @@ enum Command {
     Up(commands::server::ServerArgs),
     /// Run the control plane (same as `up` without the demo), e.g. against PostgreSQL.
     Server(commands::server::ServerArgs),
+    /// Save the control plane's URL and an API token for the commands below.
+    Login(commands::client::LoginArgs),
+    /// Manage pipelines on the control plane: list, get, deploy, start, stop, savepoint, ...
+    Pipelines(commands::client::PipelinesArgs),
+    /// Create or update the pipelines of a spec file or folder on the control plane
+    /// (idempotent: unchanged specs are left alone).
+    Apply(commands::client::ApplyArgs),
     /// Run a pipeline until its bounded sources end, or until Ctrl-C / SIGTERM.
     Run(commands::run::RunArgs),
     /// Check a pipeline spec without running it: YAML, structure, connector options, SQL.
@@ -43,6 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => commands::server::server(args, true),
         Command::Server(args) => commands::server::server(args, false),
+        Command::Login(args) => commands::client::login(args),
+        Command::Pipelines(args) => commands::client::pipelines(args),
+        Command::Apply(args) => commands::client::apply(args),
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Bench(args) => commands::bench::bench(args),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_kafka;
+pub mod client;
 pub mod run;
 pub mod server;
 pub mod validate;

@@ -1,6 +1,7 @@
 //! `sluice up` and `sluice server`: the control plane in this process, supervising pipelines as
 //! local worker processes (this same binary, as `sluice run`).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,26 +67,28 @@ async fn serve(args: ServerArgs, demo: bool) -> anyhow::Result<()> {
     };
     let control = ControlPlane::open(config, Arc::new(Planner)).await?;
     let url = format!("http://{}", args.listen);
-    match control.bootstrap().await? {
-        Some(first) => {
-            if demo {
-                deploy_demo(&control).await?;
-            }
-            println!("Sluice is up: {url}/api/v1 (data in {})", args.data_dir.display());
-            println!("First start: created platform admin \"{}\" in team \"{}\".", first.user, first.team);
-            println!("Its API token is shown only this once; keep it:");
-            println!();
-            println!("    {}", first.token);
-            println!();
-            println!("    sluice login {url} --token {}", first.token);
-            if demo {
-                println!("    sluice pipelines list    # the demo pipeline \"demo-payments\" is running");
-            }
+    if let Some(first) = control.bootstrap().await? {
+        if demo {
+            deploy_demo(&control).await?;
         }
-        None => println!("Sluice is up: {url}/api/v1 (data in {})", args.data_dir.display()),
+        println!("First start: created platform admin \"{}\" in team \"{}\".", first.user, first.team);
+        println!("Its API token is shown only this once; keep it:");
+        println!();
+        println!("    {}", first.token);
+        println!();
+        println!("    sluice login {url} --token {}", first.token);
+        if demo {
+            println!("    sluice pipelines list    # the demo pipeline \"demo-payments\" is running");
+        }
     }
+    // Last, so scripts can wait for this line.
+    println!("Sluice is up: {url}/api/v1 (data in {})", args.data_dir.display());
     control.serve(shutdown_signal()).await?;
-    println!("control plane stopped; pipelines keep running and are adopted on the next start");
+    // stdout may be gone by now (a closed terminal or pipe); that is no reason to fail.
+    let _ = writeln!(
+        std::io::stdout(),
+        "control plane stopped; pipelines keep running and are adopted on the next start"
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `sluice` binary: real processes, real files, real threads and
 //! sockets. Topic modules below; shared helpers here.
 
+mod control;
 mod dead_letters;
 mod examples;
 mod golden;

@@ -1,0 +1,357 @@
+//! The CLI over the control plane's API: `sluice login`, `sluice pipelines ...`,
+//! `sluice apply -f`. Credentials are saved by `login` in `~/.config/sluice/credentials.json`
+//! (readable by the owner only); `SLUICE_URL` and `SLUICE_TOKEN` override them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Where the CLI finds the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Credentials {
+    url: String,
+    token: String,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Options every API command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The team that owns the pipelines.
+    #[arg(long, short = 't', default_value = "default", global = true)]
+    pub team: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// Arguments of `sluice login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The control plane's URL, e.g. http://127.0.0.1:8080.
+    pub url: String,
+    /// An API token (`sluice up` prints one on first start).
+    #[arg(long)]
+    pub token: String,
+}
+
+/// `sluice pipelines ...`.
+#[derive(Debug, Args)]
+pub struct PipelinesArgs {
+    #[command(subcommand)]
+    command: PipelinesCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelinesCommand {
+    /// The team's pipelines and their states.
+    List,
+    /// One pipeline.
+    Get { name: String },
+    /// Run a version (the latest by default).
+    Deploy {
+        name: String,
+        #[arg(long)]
+        version: Option<i64>,
+        #[arg(long)]
+        parallelism: Option<i64>,
+    },
+    /// Start a stopped pipeline.
+    Start { name: String },
+    /// Stop gracefully.
+    Stop { name: String },
+    /// Stop with a savepoint.
+    Savepoint { name: String },
+    /// Resume from a savepoint (the newest by default).
+    Resume {
+        name: String,
+        #[arg(long)]
+        savepoint: Option<String>,
+    },
+    /// Change the parallelism.
+    Rescale { name: String, parallelism: i64 },
+    /// Restart.
+    Restart { name: String },
+    /// Lifecycle events.
+    Events { name: String },
+    /// The worker's log.
+    Logs {
+        name: String,
+        #[arg(long, default_value_t = 200)]
+        tail: u32,
+    },
+    /// Delete a stopped pipeline with its checkpoints and files.
+    Delete { name: String },
+}
+
+/// Arguments of `sluice apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A spec file, or a folder whose `*.yaml`/`*.yml` files are specs.
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Also deploy each pipeline that was created or changed.
+    #[arg(long)]
+    pub deploy: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn credentials_path() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; cannot find the saved credentials")?;
+    Ok(PathBuf::from(home).join(".config/sluice/credentials.json"))
+}
+
+fn credentials() -> anyhow::Result<Credentials> {
+    if let (Ok(url), Ok(token)) = (std::env::var("SLUICE_URL"), std::env::var("SLUICE_TOKEN")) {
+        return Ok(Credentials { url, token });
+    }
+    let path = credentials_path()?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("not logged in ({} is missing): run `sluice login URL --token TOKEN`", path.display())
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid; run `sluice login` again", path.display()))
+}
+
+/// Runs `sluice login`: checks the token against the server, then saves it.
+pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let credentials = Credentials { url: args.url.trim_end_matches('/').to_string(), token: args.token };
+    let me = call(&credentials, "GET", "/api/v1/whoami", None)?;
+    let path = credentials_path()?;
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    write_private(&path, &serde_json::to_string_pretty(&credentials)?)?;
+    println!(
+        "logged in to {} as {} (saved in {})",
+        credentials.url,
+        me["user"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Runs `sluice pipelines ...`.
+pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<ExitCode> {
+    let credentials = credentials()?;
+    let base = format!("/api/v1/teams/{}/pipelines", args.common.team);
+    let post = |name: &str, action: &str, body: Value| {
+        call(&credentials, "POST", &format!("{base}/{name}/{action}"), Some(body))
+    };
+    let result = match args.command {
+        PipelinesCommand::List => {
+            let list = call(&credentials, "GET", &base, None)?;
+            let rows = list["pipelines"].as_array().cloned().unwrap_or_default();
+            return print_pipelines(&rows, args.common.output);
+        }
+        PipelinesCommand::Get { name } => call(&credentials, "GET", &format!("{base}/{name}"), None)?,
+        PipelinesCommand::Deploy { name, version, parallelism } => {
+            post(&name, "deploy", json!({ "version": version, "parallelism": parallelism }))?
+        }
+        PipelinesCommand::Start { name } => post(&name, "start", json!({}))?,
+        PipelinesCommand::Stop { name } => post(&name, "stop", json!({}))?,
+        PipelinesCommand::Savepoint { name } => post(&name, "savepoint", json!({}))?,
+        PipelinesCommand::Resume { name, savepoint } => {
+            post(&name, "resume", json!({ "savepoint": savepoint }))?
+        }
+        PipelinesCommand::Rescale { name, parallelism } => {
+            post(&name, "rescale", json!({ "parallelism": parallelism }))?
+        }
+        PipelinesCommand::Restart { name } => post(&name, "restart", json!({}))?,
+        PipelinesCommand::Events { name } => {
+            let events = call(&credentials, "GET", &format!("{base}/{name}/events"), None)?;
+            if matches!(args.common.output, Output::Table) {
+                for event in events.as_array().into_iter().flatten() {
+                    println!(
+                        "{:>13}  {:>12} → {:<12}  {}",
+                        event["at"],
+                        event["from"].as_str().unwrap_or(""),
+                        event["to"].as_str().unwrap_or(""),
+                        event["reason"].as_str().unwrap_or("")
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            events
+        }
+        PipelinesCommand::Logs { name, tail } => {
+            let text = call(&credentials, "GET", &format!("{base}/{name}/logs?limit={tail}"), None)?;
+            println!("{}", text.as_str().unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        PipelinesCommand::Delete { name } => {
+            call(&credentials, "DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if result.get("name").is_some() && result.get("state").is_some() {
+        return print_pipelines(&[result], args.common.output);
+    }
+    print_value(&result, args.common.output)
+}
+
+/// Runs `sluice apply -f`: creates missing pipelines, adds a version where the spec changed,
+/// leaves the rest alone (running it twice changes nothing the second time).
+pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let credentials = credentials()?;
+    let files = spec_files(&args.file)?;
+    let base = format!("/api/v1/teams/{}/pipelines", args.common.team);
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let name = sluice_spec::parse_partial(&text).0.map(|spec| spec.name).with_context(|| {
+            format!("{}: not a pipeline spec (check it with `sluice validate`)", file.display())
+        })?;
+        let path = format!("{base}/{name}");
+        let body = json!({ "spec": text });
+        let changed = match try_call(&credentials, "GET", &path, None)? {
+            (404, _) => {
+                call(&credentials, "POST", &base, Some(body)).with_context(|| file.display().to_string())?;
+                println!("{}: pipeline {name} created", file.display());
+                true
+            }
+            (200, pipeline) => {
+                let latest = pipeline["latest_version"].as_i64().unwrap_or(0);
+                let current = call(&credentials, "GET", &format!("{path}/versions/{latest}"), None)?;
+                if current["spec"].as_str() == Some(text.as_str()) {
+                    println!("{}: pipeline {name} unchanged (version {latest})", file.display());
+                    false
+                } else {
+                    let saved = call(&credentials, "PUT", &path, Some(body))
+                        .with_context(|| file.display().to_string())?;
+                    println!("{}: pipeline {name} updated to version {}", file.display(), saved["version"]);
+                    true
+                }
+            }
+            (status, error) => bail!("{}: {}", file.display(), describe(status, &error)),
+        };
+        if changed && args.deploy {
+            call(&credentials, "POST", &format!("{path}/deploy"), Some(json!({})))?;
+            println!("{}: pipeline {name} deployed", file.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no .yaml or .yml files", path.display());
+    }
+    Ok(files)
+}
+
+/// Calls the API; a non-2xx answer is an error with the server's message.
+fn call(credentials: &Credentials, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    match try_call(credentials, method, path, body)? {
+        (status, value) if (200..300).contains(&status) => Ok(value),
+        (status, error) => bail!("{}", describe(status, &error)),
+    }
+}
+
+fn describe(status: u16, error: &Value) -> String {
+    let mut text = format!("{status}: {}", error["error"]["message"].as_str().unwrap_or(&error.to_string()));
+    for detail in error["error"]["details"]["errors"].as_array().into_iter().flatten() {
+        text += &format!(
+            "\n  {}: {}",
+            detail["path"].as_str().unwrap_or(""),
+            detail["message"].as_str().unwrap_or("")
+        );
+    }
+    text
+}
+
+fn try_call(
+    credentials: &Credentials,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request =
+            client.request(method, format!("{}{path}", credentials.url)).bearer_auth(&credentials.token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the control plane at {}", credentials.url))?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    })
+}
+
+fn print_pipelines(rows: &[Value], output: Output) -> anyhow::Result<ExitCode> {
+    if !matches!(output, Output::Table) {
+        return print_value(&Value::Array(rows.to_vec()), output);
+    }
+    println!(
+        "{:<24} {:<13} {:<8} {:>7} {:>8} {:>8}  REASON",
+        "NAME", "STATE", "DESIRED", "VERSION", "WORKERS", "RESTARTS"
+    );
+    for row in rows {
+        println!(
+            "{:<24} {:<13} {:<8} {:>7} {:>8} {:>8}  {}",
+            row["name"].as_str().unwrap_or(""),
+            row["state"].as_str().unwrap_or(""),
+            row["desired"].as_str().unwrap_or(""),
+            row["deployed_version"].as_i64().map_or("-".to_string(), |v| v.to_string()),
+            row["parallelism"],
+            row["restarts"],
+            row["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_value(value: &Value, output: Output) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

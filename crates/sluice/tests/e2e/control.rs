@@ -1,0 +1,327 @@
+//! The control plane as users run it: a real `sluice server` / `sluice up` process on loopback,
+//! pipelines created and deployed over HTTP and run as supervised worker processes. A worker
+//! killed with SIGKILL is restarted from its checkpoint, a killed control plane leaves its
+//! pipelines running and adopts them on restart, and the final output equals an uninterrupted
+//! run's, row for row.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+/// Nexmark at a fixed rate (about 6 s of data), bids counted per auction per 1 s tumbling
+/// window: stateful, so a restart that lost or repeated state would change the counts.
+const SPEC: &str = r#"name: bids
+epoch_ms: 100
+checkpoints: {interval: 1s, location: state}
+sources:
+  - name: nx
+    connector: nexmark
+    options: {events: 150000, events_per_second: 25000, seed: 5}
+    watermark: {column: date_time, max_out_of_orderness: 500ms}
+processors:
+  - name: per_auction
+    inputs: [nx.bid]
+    sql: |
+      SELECT auction, window_start, window_end, COUNT(*) AS bids, MAX(price) AS top
+      FROM TABLE(TUMBLE(TABLE nx.bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+      GROUP BY auction, window_start, window_end
+sinks:
+  - {name: counts, connector: file, inputs: [per_auction], options: {path: out, format: jsonl}}
+"#;
+
+/// A control-plane process.
+struct Server {
+    child: Child,
+    port: u16,
+    /// The admin token printed on first start.
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(command: &str, data_dir: &Path, port: u16) -> Server {
+        let mut child = sluice()
+            .args([command, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the control plane");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut token = None;
+        // On first start the token comes first; the last line says it is up.
+        for line in lines.by_ref() {
+            let line = line.expect("read server output");
+            if let Some(found) = line.split_whitespace().find(|word| word.starts_with("slc_")) {
+                token.get_or_insert_with(|| found.to_string());
+            }
+            if line.starts_with("Sluice is up") {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server { child, port, token };
+        wait_until(Duration::from_secs(20), "the API answers", || {
+            server.call("GET", "/api/v1/health", None, None).0 == 200
+        });
+        server
+    }
+
+    /// `method path` with `token`; the status and the JSON body (or the text as a string).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> (u16, Value) {
+        http(self.port, method, path, token, body)
+    }
+
+    /// SIGKILL now (the work is in `Drop`).
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    /// SIGKILL, also when a test fails: nothing of the control plane may outlive the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return (0, Value::Null) };
+    let (content_type, body) = body.unwrap_or(("application/json", ""));
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        request += &format!("Authorization: Bearer {token}\r\n");
+    }
+    request += "\r\n";
+    request += body;
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, Value::Null);
+    }
+    let mut response = Vec::new();
+    if stream.read_to_end(&mut response).is_err() {
+        return (0, Value::Null);
+    }
+    let text = String::from_utf8_lossy(&response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return (0, Value::Null) };
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    (status, body)
+}
+
+fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+fn pipeline_files(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("teams/default/pipelines").join(name)
+}
+
+/// Committed rows of an uninterrupted `sluice run` of `SPEC`.
+fn uninterrupted() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), SPEC).unwrap();
+    finish_run(spawn_run(dir.path(), &["--workers", "2"]), "the uninterrupted run");
+    canonical(&read_json_lines(&dir.path().join("out")))
+}
+
+#[test]
+fn a_killed_worker_restarts_from_its_checkpoint_and_a_killed_control_plane_adopts_it() {
+    let expected = std::thread::spawn(uninterrupted);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start("server", data.path(), port);
+    let token = server.token.clone().expect("the first start prints an admin token");
+    let token = Some(token.as_str());
+    let base = "/api/v1/teams/default/pipelines";
+
+    // A spec with broken SQL is refused with the planner's diagnostic.
+    let broken = SPEC.replace("COUNT(*) AS bids", "COUNT(*) AS bids, nope");
+    let (status, body) = server.call("POST", base, token, Some(("application/yaml", &broken)));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["details"]["errors"][0]["path"].as_str().unwrap().starts_with("processors[0]"),
+        "{body}"
+    );
+
+    let (status, body) = server.call("POST", base, token, Some(("application/yaml", SPEC)));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.call(
+        "POST",
+        &format!("{base}/bids/deploy"),
+        token,
+        Some(("application/json", r#"{"parallelism": 2}"#)),
+    );
+    assert_eq!(status, 202, "{body}");
+
+    let files = pipeline_files(data.path(), "bids");
+    let get = || server.call("GET", &format!("{base}/bids"), token, None).1;
+    wait_until(Duration::from_secs(60), "the worker has a complete checkpoint", || {
+        get()["state"] == "running" && latest_checkpoint(&files.join("checkpoints")).is_some()
+    });
+    let first = get()["worker"]["pid"].as_i64().unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+    wait_until(Duration::from_secs(30), "a new worker runs", || {
+        let pipeline = get();
+        pipeline["state"] == "running" && pipeline["worker"]["pid"].as_i64().is_some_and(|pid| pid != first)
+    });
+    let second = get()["worker"]["pid"].as_i64().unwrap();
+
+    // The control plane dies; its worker does not.
+    server.kill();
+    assert!(alive(second), "the worker outlives the control plane");
+    let server = Server::start("server", data.path(), port);
+    assert!(server.token.is_none(), "a restart prints no new token");
+    let get = || server.call("GET", &format!("{base}/bids"), token, None).1;
+    assert_eq!(get()["worker"]["pid"].as_i64(), Some(second), "adopted, not restarted");
+    wait_until(Duration::from_secs(120), "the pipeline finishes", || get()["state"] == "stopped");
+
+    let (_, events) = server.call("GET", &format!("{base}/bids/events"), token, None);
+    let transitions: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}→{}", e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            "created→deploying",
+            "deploying→running",
+            "running→recovering",
+            "recovering→deploying",
+            "deploying→running",
+            "running→stopped"
+        ],
+        "{events}"
+    );
+    let last = &events.as_array().unwrap()[5]["reason"];
+    assert!(last.as_str().unwrap().contains("sources ended"), "{last}");
+    assert_eq!(get()["desired"], "stopped", "a finished pipeline is not started again");
+
+    let committed = canonical(&read_json_lines(&files.join("out")));
+    let expected = expected.join().unwrap();
+    assert!(!expected.is_empty());
+    assert_eq!(committed.len(), expected.len(), "rows lost or duplicated across the kill");
+    assert_eq!(committed, expected);
+    server.kill();
+}
+
+#[test]
+fn sluice_up_runs_the_demo_pipeline_and_stops_it_on_request() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("up", data.path(), free_port());
+    let token = server.token.clone().expect("the first start prints an admin token");
+    let token = Some(token.as_str());
+    let path = "/api/v1/teams/default/pipelines/demo-payments";
+    let out = pipeline_files(data.path(), "demo-payments").join("out");
+    wait_until(Duration::from_secs(60), "the demo commits output", || {
+        server.call("GET", path, token, None).1["state"] == "running" && !read_json_lines(&out).is_empty()
+    });
+    for row in read_json_lines(&out) {
+        assert!(row["amount"].as_f64().unwrap() > 4000.0, "{row}");
+    }
+    let (status, body) = server.call("POST", &format!("{path}/stop"), token, None);
+    assert_eq!(status, 202, "{body}");
+    wait_until(Duration::from_secs(30), "the demo stops", || {
+        server.call("GET", path, token, None).1["state"] == "stopped"
+    });
+    let (status, body) = server.call("GET", path, None, None);
+    assert_eq!(status, 401, "{body}");
+    server.kill();
+}
+
+#[test]
+fn the_cli_logs_in_applies_idempotently_and_drives_a_pipeline() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start("server", data.path(), port);
+    let token = server.token.clone().unwrap();
+    let cli = |args: &[&str]| {
+        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", "slc_wrong"]);
+    assert!(!ok && text.contains("401"), "{text}");
+    let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &token]);
+    assert!(ok && text.contains("as admin"), "{text}");
+    let saved = home.path().join(".config/sluice/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let specs = tempfile::tempdir().unwrap();
+    std::fs::write(specs.path().join("bids.yaml"), SPEC).unwrap();
+    let apply = [&["apply", "-f"][..], &[specs.path().to_str().unwrap()]].concat();
+    let (ok, text) = cli(&apply);
+    assert!(ok && text.contains("pipeline bids created"), "{text}");
+    let (ok, text) = cli(&apply);
+    assert!(ok && text.contains("pipeline bids unchanged (version 1)"), "{text}");
+    std::fs::write(specs.path().join("bids.yaml"), SPEC.replace("seed: 5", "seed: 6")).unwrap();
+    let (ok, text) = cli(&apply);
+    assert!(ok && text.contains("pipeline bids updated to version 2"), "{text}");
+    std::fs::write(
+        specs.path().join("bids.yaml"),
+        SPEC.replace("COUNT(*) AS bids", "COUNT(*) AS bids, nope"),
+    )
+    .unwrap();
+    let (ok, text) = cli(&apply);
+    assert!(!ok && text.contains("422") && text.contains("processors[0].sql"), "{text}");
+
+    let (ok, text) = cli(&["pipelines", "deploy", "bids", "--parallelism", "2"]);
+    assert!(ok && text.contains("bids"), "{text}");
+    let state = || {
+        let (_, text) = cli(&["pipelines", "get", "bids", "-o", "json"]);
+        serde_json::from_str::<Value>(&text)
+            .map(|v| v[0]["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), "the pipeline runs", || state() == "running");
+    let (ok, text) = cli(&["pipelines", "list"]);
+    assert!(ok && text.lines().any(|l| l.starts_with("bids") && l.contains("running")), "{text}");
+    let (ok, text) = cli(&["pipelines", "savepoint", "bids"]);
+    assert!(ok, "{text}");
+    wait_until(Duration::from_secs(30), "the pipeline stops", || state() == "stopped");
+    let (ok, text) = cli(&["pipelines", "events", "bids"]);
+    assert!(ok && text.contains("savepointing") && text.contains("stopped"), "{text}");
+    let (ok, text) = cli(&["pipelines", "stop", "bids"]);
+    assert!(!ok && text.contains("409"), "{text}");
+    let (ok, text) = cli(&["pipelines", "delete", "bids"]);
+    assert!(ok, "{text}");
+    assert!(!pipeline_files(data.path(), "bids").exists(), "its files are gone");
+    server.kill();
+}

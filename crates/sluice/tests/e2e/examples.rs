@@ -1,4 +1,5 @@
-//! Every example under `examples/` validates and runs, so none of them rots.
+//! Every example under `examples/` validates and runs, so none of them rots. The demo that
+//! `sluice up` deploys is unbounded: it is validated here and run by the control-plane tests.
 
 use super::*;
 
@@ -14,6 +15,9 @@ fn every_example_validates_and_runs() {
         let dir = copy_to_temp(&folder);
         let validated = run_sluice(&["validate", "pipeline.yaml"], dir.path());
         assert_success(&validated, &format!("validate {}", folder.display()));
+        if folder.ends_with("demo") {
+            continue;
+        }
         let output = run_sluice(&["run", "pipeline.yaml", "--workers", "2"], dir.path());
         assert_success(&output, &format!("run {}", folder.display()));
         let stderr = String::from_utf8_lossy(&output.stderr);

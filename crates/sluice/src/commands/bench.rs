@@ -53,6 +53,13 @@ pub struct BenchArgs {
     /// Kafka: length of the latency run, in seconds.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Control: concurrent API clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Control: metadata databases, comma-separated: `sqlite` and/or a PostgreSQL URL (a scratch
+    /// database is created on that server and dropped after).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    pub databases: Vec<String>,
     /// Internal: run one measurement in this process and print it as JSON.
     #[arg(long, hide = true)]
     pub child: Option<Query>,
@@ -72,6 +79,10 @@ pub enum Workload {
     /// Kafka → SQL filter → Kafka through a local `tansu` broker: throughput (records/s, MB/s)
     /// and end-to-end latency percentiles at a fixed rate. Uses the first `--workers` value.
     Kafka,
+    /// The control plane (`sluice server` on loopback): list/get/create latency and throughput
+    /// under `--clients` concurrent clients for `--seconds` each, deploy → first output record,
+    /// and the server's memory; once per `--databases` entry.
+    Control,
 }
 
 /// Nexmark queries.
@@ -212,6 +223,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rate: args.rate,
             seconds: args.seconds,
         });
+    }
+    if args.workload == Workload::Control {
+        crate::commands::bench_control::bench(crate::commands::bench_control::ControlBench {
+            databases: args.databases.clone(),
+            clients: args.clients.max(1),
+            seconds: args.seconds.max(1),
+        })?;
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(state) = &args.restart_child {
         return restart_child(state, args.workers.first().copied().unwrap_or(1));

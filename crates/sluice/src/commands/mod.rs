@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_control;
 pub mod bench_kafka;
 pub mod client;
 pub mod run;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod lifecycle;
 pub mod openapi;
+pub mod secrets;
 pub mod store;
 pub mod supervisor;
 
@@ -20,6 +21,7 @@ use anyhow::Context;
 
 use crate::api::{App, Checker};
 use crate::auth::Role;
+use crate::secrets::SecretKey;
 use crate::store::Store;
 use crate::supervisor::{RestartPolicy, Supervisor};
 
@@ -71,9 +73,15 @@ impl ControlPlane {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("sluice.db").display()));
         let store = Store::connect(&database).await?;
-        let supervisor =
-            Supervisor::new(store.clone(), data_dir.clone(), config.worker_program.clone(), config.restart);
-        Ok(ControlPlane { app: App { store, supervisor, checker, data_dir }, listen: config.listen })
+        let secrets = Arc::new(SecretKey::load(&data_dir)?);
+        let supervisor = Supervisor::new(
+            store.clone(),
+            data_dir.clone(),
+            config.worker_program.clone(),
+            config.restart,
+            secrets.clone(),
+        );
+        Ok(ControlPlane { app: App { store, supervisor, checker, data_dir, secrets }, listen: config.listen })
     }
 
     /// The shared state of the API (for tests through the router).

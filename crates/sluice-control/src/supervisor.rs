@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Event, State, next};
+use crate::secrets::{Redactor, SecretKey, env_name};
 use crate::store::{Desired, Observed, Pending, PipelineRecord, Store, Worker, now_ms};
 
 /// How failed workers are restarted.
@@ -78,6 +79,7 @@ pub struct Supervisor {
     program: PathBuf,
     policy: RestartPolicy,
     wake: Arc<Notify>,
+    secrets: Arc<SecretKey>,
 }
 
 /// How often the supervisor looks at every pipeline even when nothing woke it.
@@ -85,8 +87,34 @@ const TICK: Duration = Duration::from_millis(250);
 
 impl Supervisor {
     /// A supervisor keeping pipeline files under `data_dir` and running `program` as workers.
-    pub fn new(store: Store, data_dir: PathBuf, program: PathBuf, policy: RestartPolicy) -> Self {
-        Self { store, data_dir, program, policy, wake: Arc::new(Notify::new()) }
+    pub fn new(
+        store: Store,
+        data_dir: PathBuf,
+        program: PathBuf,
+        policy: RestartPolicy,
+        secrets: Arc<SecretKey>,
+    ) -> Self {
+        Self { store, data_dir, program, policy, wake: Arc::new(Notify::new()), secrets }
+    }
+
+    /// The secrets of `team`, decrypted, as (name, value).
+    async fn team_secrets(&self, team: &str) -> ApiResult<Vec<(String, String)>> {
+        let sealed = self.store.sealed_secrets(team).await?;
+        sealed
+            .into_iter()
+            .map(|(name, sealed)| {
+                let value = self
+                    .secrets
+                    .open(team, &name, &sealed)
+                    .map_err(|error| ApiError::internal(error.to_string()))?;
+                Ok((name, value))
+            })
+            .collect()
+    }
+
+    /// Hides the secrets of `team` in text shown to users.
+    pub async fn redactor(&self, team: &str) -> ApiResult<Redactor> {
+        Ok(Redactor::new(self.team_secrets(team).await?.into_iter().map(|(_, value)| value)))
     }
 
     /// Asks for a reconcile pass now (after a user request).
@@ -184,7 +212,10 @@ impl Supervisor {
                 // treated as a crash so the pipeline recovers.
                 observed.to = next(p.state, event).unwrap_or(State::Recovering);
                 let detail = match &status {
-                    Some(status) if !status.message.is_empty() => format!(": {}", status.message),
+                    // A worker's error may quote an option value; secrets never reach an event.
+                    Some(status) if !status.message.is_empty() => {
+                        format!(": {}", self.redactor(&p.team).await?.redact(&status.message))
+                    }
                     Some(_) => String::new(),
                     None => " without reporting (killed or crashed)".to_string(),
                 };
@@ -324,6 +355,13 @@ impl Supervisor {
             .arg(&status);
         if let Some(savepoint) = &p.resume_from {
             command.arg("--from-savepoint").arg(savepoint);
+        }
+        // Only the secrets the spec names, and only in the worker's environment.
+        for (name, value) in self.team_secrets(&p.team).await? {
+            let env = env_name(&name);
+            if spec.spec.contains(&env) {
+                command.env(env, value);
+            }
         }
         command
             .current_dir(&dir)

@@ -50,7 +50,7 @@ sinks:
 struct Fixture {
     router: Router,
     tokens: Vec<(Caller, Option<String>)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     database: Option<String>,
 }
 
@@ -124,7 +124,7 @@ impl Fixture {
             tokens.push((caller, Some(token)));
         }
         store.create_pipeline("payments", "orders", SPEC, 1, "dev").await.unwrap();
-        Fixture { router: router(control.app().clone()), tokens, _dir: dir, database }
+        Fixture { router: router(control.app().clone()), tokens, dir, database }
     }
 
     fn token(&self, caller: Caller) -> Option<&str> {
@@ -195,6 +195,7 @@ fn concrete(path: &str) -> String {
         .replace("{version}", "1")
         .replace("{user}", "vera")
         .replace("{token}", "tok_0000")
+        .replace("{secret}", "db-url")
 }
 
 /// Every route × every kind of caller: denied callers get 401 (anonymous) or 403, allowed ones
@@ -523,4 +524,55 @@ async fn malformed_bodies_get_4xx_never_5xx() {
         }
     }
     assert!(checked > 200, "most malformed inputs must be refused, {checked} were");
+}
+
+/// Secrets are write-only: no response, list or audit entry holds a value, and the database
+/// holds only ciphertext.
+#[tokio::test]
+async fn secrets_are_never_returned_and_stored_encrypted() {
+    let f = Fixture::new(Db::Sqlite).await;
+    let value = "pg-password-7f3a9c";
+    let path = "/api/v1/teams/payments/secrets/warehouse-url";
+    let (status, body) = f.call(Caller::Viewer, Method::PUT, path, Some(json!({ "value": value }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "viewers cannot set secrets: {body}");
+    let (status, body) = f.call(Caller::Developer, Method::PUT, path, Some(json!({ "value": "abc" }))).await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("value"))
+    );
+    let mut answers = Vec::new();
+    let (status, body) = f.call(Caller::Developer, Method::PUT, path, Some(json!({ "value": value }))).await;
+    assert_eq!(
+        (status, body["env"].as_str()),
+        (StatusCode::OK, Some("SLUICE_SECRET_WAREHOUSE_URL")),
+        "{body}"
+    );
+    answers.push(body);
+    let (status, body) = f.call(Caller::Developer, Method::PUT, path, Some(json!({ "value": value }))).await;
+    assert_eq!(status, StatusCode::OK, "replacing is fine: {body}");
+    answers.push(body);
+    let (_, list) = f.call(Caller::Viewer, Method::GET, "/api/v1/teams/payments/secrets", None).await;
+    assert_eq!(list["secrets"].as_array().unwrap().len(), 1, "{list}");
+    answers.push(list);
+    let (_, other) =
+        f.call(Caller::OtherTeamAdmin, Method::GET, "/api/v1/teams/payments/secrets", None).await;
+    answers.push(other);
+    let (_, audit) = f.call(Caller::PlatformAdmin, Method::GET, "/api/v1/audit", None).await;
+    answers.push(audit);
+    for answer in &answers {
+        assert!(!answer.to_string().contains(value), "{answer}");
+    }
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(f.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("sluice.db") {
+            stored.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(stored.len() > 1000, "the database files were read");
+    assert!(!stored.windows(value.len()).any(|window| window == value.as_bytes()), "plaintext at rest");
+    let (status, _) = f.call(Caller::Developer, Method::DELETE, path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = f.call(Caller::Developer, Method::DELETE, path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -6,6 +6,7 @@ mod access;
 mod body;
 mod pipelines;
 mod routes;
+mod secrets;
 mod system;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use routes::{Route, routes};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
+use crate::secrets::SecretKey;
 use crate::store::{AuditEntry, Store, now_ms};
 use crate::supervisor::Supervisor;
 
@@ -45,6 +47,8 @@ pub struct App {
     pub checker: Arc<dyn Checker>,
     /// Where pipeline files live.
     pub data_dir: PathBuf,
+    /// Seals and opens secrets.
+    pub secrets: Arc<SecretKey>,
 }
 
 /// The API router with every route of [`routes`], each behind its access check.

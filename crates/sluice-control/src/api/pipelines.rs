@@ -306,6 +306,7 @@ pub async fn logs(
     let limit = tail.limit.unwrap_or(200).clamp(1, 100_000) as usize;
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(limit)..].join("\n");
+    let tail = app.supervisor.redactor(&team).await?.redact(&tail);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], tail))
 }
 

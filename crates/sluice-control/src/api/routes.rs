@@ -3,7 +3,7 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
-use super::{App, access, pipelines, system};
+use super::{App, access, pipelines, secrets, system};
 use crate::auth::{Access, Role};
 
 /// One endpoint.
@@ -112,6 +112,33 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
         (
             route(Method::GET, "/api/v1/audit", PlatformAdmin, "The audit log, newest first"),
             get(system::audit),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/secrets",
+                Team(Viewer),
+                "The team's secrets (names only)",
+            ),
+            get(secrets::list),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/v1/teams/{team}/secrets/{secret}",
+                Team(Developer),
+                "Set a secret (encrypted at rest; never returned)",
+            ),
+            put(secrets::put),
+        ),
+        (
+            route(
+                Method::DELETE,
+                "/api/v1/teams/{team}/secrets/{secret}",
+                Team(Developer),
+                "Delete a secret",
+            ),
+            delete(secrets::delete),
         ),
         (
             route(Method::GET, "/api/v1/teams/{team}/pipelines", Team(Viewer), "The team's pipelines"),

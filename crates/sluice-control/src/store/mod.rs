@@ -6,6 +6,7 @@
 mod access;
 mod audit;
 mod pipelines;
+mod secrets;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,7 @@ pub use audit::AuditEntry;
 pub use pipelines::{
     Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
 };
+pub use secrets::SecretInfo;
 
 /// Which database holds the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +37,10 @@ pub struct Store {
 }
 
 /// Schema versions, applied in order; `{id}` is the backend's auto-increment primary key.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE teams (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE teams (
         name TEXT PRIMARY KEY,
         description TEXT NOT NULL,
         created_at BIGINT NOT NULL
@@ -114,7 +117,20 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         path TEXT NOT NULL,
         status BIGINT NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE secrets (
+        team TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (team, name)
+    );",
+    ),
+];
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and brings the schema up to date.

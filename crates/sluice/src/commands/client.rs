@@ -137,7 +137,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let me = call(&credentials, "GET", "/api/v1/whoami", None)?;
     let path = credentials_path()?;
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-    write_private(&path, &serde_json::to_string_pretty(&credentials)?)?;
+    sluice_control::secrets::write_private(&path, &serde_json::to_string_pretty(&credentials)?)?;
     println!(
         "logged in to {} as {} (saved in {})",
         credentials.url,
@@ -145,20 +145,6 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// Runs `sluice pipelines ...`.

@@ -45,11 +45,22 @@ struct Server {
 
 impl Server {
     fn start(command: &str, data_dir: &Path, port: u16) -> Server {
+        Self::spawn(command, data_dir, port, Stdio::inherit(), "warn")
+    }
+
+    /// Like [`Server::start`], its log (stderr, at debug level) into `log`.
+    fn start_logging(command: &str, data_dir: &Path, port: u16, log: &Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Self::spawn(command, data_dir, port, Stdio::from(file), "debug")
+    }
+
+    fn spawn(command: &str, data_dir: &Path, port: u16, stderr: Stdio, level: &str) -> Server {
         let mut child = sluice()
             .args([command, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start the control plane");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -324,4 +335,77 @@ fn the_cli_logs_in_applies_idempotently_and_drives_a_pipeline() {
     assert!(ok, "{text}");
     assert!(!pipeline_files(data.path(), "bids").exists(), "its files are gone");
     server.kill();
+}
+
+/// A team secret reaches the worker that names it (a PostgreSQL URL with a password; the local
+/// server trusts loopback, so the password is carried but not checked) and nothing the platform
+/// shows or logs contains it.
+#[test]
+fn a_secret_reaches_its_worker_and_nothing_shows_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server_log = data.path().join("server.log");
+    let port = free_port();
+    let server = Server::start_logging("server", data.path(), port, &server_log);
+    let token = server.token.clone().unwrap();
+    let token = Some(token.as_str());
+    let password = "s3cr3t-pw-4b1d9e";
+    let table = format!("secret_rows_{}", std::process::id());
+    let url = format!("postgres://postgres:{password}@127.0.0.1:5432/test");
+    let mut shown = Vec::new();
+    let (status, body) = server.call(
+        "PUT",
+        "/api/v1/teams/default/secrets/warehouse",
+        token,
+        Some(("application/json", &serde_json::json!({ "value": url }).to_string())),
+    );
+    assert_eq!(status, 200, "{body}");
+    shown.push(body);
+    let spec = format!(
+        "name: warehouse
+sources:
+  - name: src
+    connector: datagen
+    schema: [{{name: n, type: int64, nullable: false}}]
+    options: {{count: 500, seed: 3}}
+sinks:
+  - name: db
+    connector: postgres
+    inputs: [src]
+    options: {{url_env: SLUICE_SECRET_WAREHOUSE, table: public.{table}, create_table: true}}
+"
+    );
+    let base = "/api/v1/teams/default/pipelines";
+    let (status, body) = server.call("POST", base, token, Some(("application/yaml", &spec)));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.call("POST", &format!("{base}/warehouse/deploy"), token, None);
+    assert_eq!(status, 202, "{body}");
+    wait_until(Duration::from_secs(60), "the pipeline finishes", || {
+        server.call("GET", &format!("{base}/warehouse"), token, None).1["state"] == "stopped"
+    });
+    let rows = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc"])
+        .arg(format!("SELECT COUNT(*) FROM public.{table}; DROP TABLE public.{table};"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).lines().next(),
+        Some("500"),
+        "the worker used the secret URL"
+    );
+    for path in ["", "/events", "/versions", "/logs"] {
+        shown.push(server.call("GET", &format!("{base}/warehouse{path}"), token, None).1);
+    }
+    shown.push(server.call("GET", "/api/v1/teams/default/secrets", token, None).1);
+    shown.push(server.call("GET", "/api/v1/audit", token, None).1);
+    for body in &shown {
+        assert!(!body.to_string().contains(password), "{body}");
+    }
+    drop(server);
+    let files = pipeline_files(data.path(), "warehouse");
+    for file in
+        [server_log, files.join("worker.log"), files.join("spec-v1.yaml"), files.join("runs/1.status.json")]
+    {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(password), "{} shows the secret", file.display());
+    }
 }

@@ -196,6 +196,9 @@ fn concrete(path: &str) -> String {
         .replace("{user}", "vera")
         .replace("{token}", "tok_0000")
         .replace("{secret}", "db-url")
+        .replace("{dataset}", "kafka:orders")
+        .replace("{grantee}", "risk")
+        .replace("{access}", "read")
 }
 
 /// Every route × every kind of caller: denied callers get 401 (anonymous) or 403, allowed ones
@@ -575,4 +578,160 @@ async fn secrets_are_never_returned_and_stored_encrypted() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = f.call(Caller::Developer, Method::DELETE, path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A pipeline reading `topic` and writing `out` (Kafka), for dataset checks; the structural
+/// check is all the router tests run, so the brokers need not exist.
+fn kafka_spec(name: &str, topic: &str, out: &str) -> String {
+    format!(
+        "name: {name}
+sources:
+  - name: src
+    connector: kafka
+    schema: [{{name: card, type: string}}]
+    options: {{brokers: 127.0.0.1:1, topic: {topic}, format: json}}
+sinks:
+  - {{name: out, connector: kafka, inputs: [src], options: {{brokers: 127.0.0.1:1, topic: {out}, format: json}}}}
+"
+    )
+}
+
+/// Deploying checks every dataset the spec reads and writes against ownership, classification
+/// and grants; unknown datasets are registered to the deploying team.
+async fn datasets_and_grants(db: Db) {
+    let f = Fixture::new(db).await;
+    // payments deploys a pipeline: both its topics become payments' datasets.
+    let spec = kafka_spec("cards-clean", "cards", "cards-clean");
+    let (status, body) = f
+        .call(
+            Caller::Developer,
+            Method::POST,
+            "/api/v1/teams/payments/pipelines",
+            Some(json!({ "spec": spec })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = f
+        .call(Caller::Developer, Method::POST, "/api/v1/teams/payments/pipelines/cards-clean/deploy", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, catalog) = f.call(Caller::OtherTeamAdmin, Method::GET, "/api/v1/datasets", None).await;
+    let owned: Vec<(String, String)> = catalog["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_string(), d["owner"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            ("kafka:cards".to_string(), "payments".to_string()),
+            ("kafka:cards-clean".to_string(), "payments".to_string())
+        ]
+    );
+    let (_, cards) = f.call(Caller::Viewer, Method::GET, "/api/v1/datasets/kafka:cards", None).await;
+    assert_eq!(cards["schema"][0]["name"], "card", "the source's schema is recorded: {cards}");
+
+    // Only the owner's admins classify; cards become pii.
+    let classify = json!({ "classification": "pii", "description": "card numbers" });
+    let (status, _) = f
+        .call(
+            Caller::Developer,
+            Method::PUT,
+            "/api/v1/teams/payments/datasets/kafka:cards",
+            Some(classify.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = f
+        .call(
+            Caller::OtherTeamAdmin,
+            Method::PUT,
+            "/api/v1/teams/risk/datasets/kafka:cards",
+            Some(classify.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "risk does not own it");
+    let (status, body) = f
+        .call(Caller::TeamAdmin, Method::PUT, "/api/v1/teams/payments/datasets/kafka:cards", Some(classify))
+        .await;
+    assert_eq!((status, body["classification"].as_str()), (StatusCode::OK, Some("pii")), "{body}");
+
+    // risk reads the pii topic and writes into payments' topic: refused, both named.
+    let spec = kafka_spec("scoring", "cards", "cards-clean");
+    let (status, _) = f
+        .call(
+            Caller::OtherTeamAdmin,
+            Method::POST,
+            "/api/v1/teams/risk/pipelines",
+            Some(json!({ "spec": spec })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let deploy = "/api/v1/teams/risk/pipelines/scoring/deploy";
+    let (status, body) = f.call(Caller::OtherTeamAdmin, Method::POST, deploy, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let refused: Vec<(&str, &str)> = body["error"]["details"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap(), e["dataset"].as_str().unwrap()))
+        .collect();
+    assert_eq!(refused, [("sources[0]", "kafka:cards"), ("sinks[0]", "kafka:cards-clean")]);
+
+    // A read grant is not a write grant; with both, the deploy goes through.
+    let grants = "/api/v1/teams/payments/datasets/kafka:cards/grants/risk";
+    let (status, _) = f.call(Caller::TeamAdmin, Method::PUT, &format!("{grants}/read"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = f.call(Caller::OtherTeamAdmin, Method::POST, deploy, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["details"]["errors"].as_array().unwrap().len(), 1, "{body}");
+    let (status, _) = f
+        .call(
+            Caller::TeamAdmin,
+            Method::PUT,
+            "/api/v1/teams/payments/datasets/kafka:cards-clean/grants/risk/write",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = f.call(Caller::OtherTeamAdmin, Method::POST, deploy, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Revoked: the next start is refused again.
+    let (status, _) = f.call(Caller::TeamAdmin, Method::DELETE, &format!("{grants}/read"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) =
+        f.call(Caller::OtherTeamAdmin, Method::POST, "/api/v1/teams/risk/pipelines/scoring/stop", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, cards) = f.call(Caller::Viewer, Method::GET, "/api/v1/datasets/kafka:cards", None).await;
+    assert_eq!(cards["readers"], json!([]), "{cards}");
+    let (status, body) = f.call(Caller::TeamAdmin, Method::PUT, &format!("{grants}/own"), None).await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("access"))
+    );
+    let (status, body) = f
+        .call(
+            Caller::Developer,
+            Method::POST,
+            "/api/v1/teams/payments/datasets",
+            Some(json!({ "name": "orders" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("name"))
+    );
+    f.drop_database().await;
+}
+
+#[tokio::test]
+async fn datasets_and_grants_sqlite() {
+    datasets_and_grants(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn datasets_and_grants_postgres() {
+    datasets_and_grants(Db::Postgres).await;
 }

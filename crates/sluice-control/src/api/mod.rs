@@ -4,6 +4,7 @@
 
 mod access;
 mod body;
+mod datasets;
 mod pipelines;
 mod routes;
 mod secrets;

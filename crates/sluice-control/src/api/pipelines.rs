@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{App, Body, Params, Segments, SpecBody};
+use super::{App, Body, Params, Segments, SpecBody, datasets};
 use crate::auth::{Principal, check_name};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Event, State as Lifecycle, next};
@@ -130,17 +130,19 @@ pub struct Deploy {
 /// `POST .../deploy`.
 pub async fn deploy(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     Segments((team, name)): Segments<(String, String)>,
     Body(body): Body<Deploy>,
 ) -> ApiResult<(StatusCode, Json<PipelineRecord>)> {
     let pipeline = find(&app, &team, &name).await?;
     let version = body.version.unwrap_or(pipeline.latest_version);
-    if app.store.version(&team, &name, version).await?.is_none() {
+    let Some(spec) = app.store.version(&team, &name, version).await? else {
         return Err(ApiError::invalid(
             "version",
             format!("pipeline \"{name}\" has no version {version} (latest is {})", pipeline.latest_version),
         ));
-    }
+    };
+    datasets::check_deploy(&app, &team, &spec.spec, &principal.user).await?;
     let mut request = Request {
         desired: Some(Desired::Running),
         deployed_version: Some(version),
@@ -216,11 +218,13 @@ pub struct Resume {
 /// `POST .../resume`.
 pub async fn resume(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     Segments((team, name)): Segments<(String, String)>,
     Body(body): Body<Resume>,
 ) -> ApiResult<(StatusCode, Json<PipelineRecord>)> {
     let pipeline = find(&app, &team, &name).await?;
     expect(&pipeline, Event::Deploy)?;
+    check_deployed(&app, &pipeline, &principal).await?;
     let savepoint = body.savepoint.or_else(|| pipeline.last_savepoint.clone()).ok_or_else(|| {
         ApiError::invalid(
             "savepoint",
@@ -308,6 +312,18 @@ pub async fn logs(
     let tail = lines[lines.len().saturating_sub(limit)..].join("\n");
     let tail = app.supervisor.redactor(&team).await?.redact(&tail);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], tail))
+}
+
+/// The dataset check for starting the version a pipeline runs (grants may have changed since it
+/// was deployed).
+async fn check_deployed(app: &App, pipeline: &PipelineRecord, principal: &Principal) -> ApiResult<()> {
+    let version = pipeline.deployed_version.unwrap_or(pipeline.latest_version);
+    let spec = app
+        .store
+        .version(&pipeline.team, &pipeline.name, version)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("version {version} is missing")))?;
+    datasets::check_deploy(app, &pipeline.team, &spec.spec, &principal.user).await
 }
 
 async fn find(app: &App, team: &str, name: &str) -> ApiResult<PipelineRecord> {

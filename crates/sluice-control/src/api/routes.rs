@@ -3,7 +3,7 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
-use super::{App, access, pipelines, secrets, system};
+use super::{App, access, datasets, pipelines, secrets, system};
 use crate::auth::{Access, Role};
 
 /// One endpoint.
@@ -112,6 +112,47 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
         (
             route(Method::GET, "/api/v1/audit", PlatformAdmin, "The audit log, newest first"),
             get(system::audit),
+        ),
+        (route(Method::GET, "/api/v1/datasets", Authenticated, "The dataset catalog"), get(datasets::list)),
+        (
+            route(Method::GET, "/api/v1/datasets/{dataset}", Authenticated, "A dataset with its grants"),
+            get(datasets::get),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/datasets",
+                Team(Developer),
+                "Register a dataset the team owns",
+            ),
+            post(datasets::register),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/v1/teams/{team}/datasets/{dataset}",
+                Team(Admin),
+                "Classify or describe a dataset the team owns",
+            ),
+            put(datasets::describe),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/v1/teams/{team}/datasets/{dataset}/grants/{grantee}/{access}",
+                Team(Admin),
+                "Grant another team read or write access to a dataset the team owns",
+            ),
+            put(datasets::grant),
+        ),
+        (
+            route(
+                Method::DELETE,
+                "/api/v1/teams/{team}/datasets/{dataset}/grants/{grantee}/{access}",
+                Team(Admin),
+                "Take a grant back",
+            ),
+            delete(datasets::revoke),
         ),
         (
             route(

@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod datasets;
 mod pipelines;
 mod secrets;
 
@@ -15,6 +16,7 @@ use sqlx::{AnyPool, AssertSqlSafe};
 
 pub use access::{Member, TokenInfo, UserInfo};
 pub use audit::AuditEntry;
+pub use datasets::{DatasetRecord, NewDataset};
 pub use pipelines::{
     Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
 };
@@ -128,6 +130,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (team, name)
+    );",
+    ),
+    (
+        3,
+        "CREATE TABLE datasets (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        description TEXT NOT NULL,
+        schema_json TEXT NOT NULL,
+        registered_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE dataset_grants (
+        dataset TEXT NOT NULL,
+        team TEXT NOT NULL,
+        access TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        granted_at BIGINT NOT NULL,
+        PRIMARY KEY (dataset, team, access)
     );",
     ),
 ];

@@ -2,13 +2,14 @@
 //! for production), pipeline lifecycle and supervision of local worker processes, teams as
 //! tenants with roles, hashed API tokens and an audit log.
 //!
-//! `sluice up` and `sluice server` in the binary start it with [`serve`].
+//! `sluice up` and `sluice server` in the binary start it with [`ControlPlane::serve`].
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod lifecycle;
+pub mod oidc;
 pub mod openapi;
 pub mod secrets;
 pub mod store;
@@ -22,6 +23,7 @@ use anyhow::Context;
 
 use crate::api::{App, Checker};
 use crate::auth::Role;
+use crate::oidc::{OidcConfig, Verifier};
 use crate::secrets::SecretKey;
 use crate::store::Store;
 use crate::supervisor::{RestartPolicy, Supervisor};
@@ -39,6 +41,8 @@ pub struct Config {
     pub worker_program: PathBuf,
     /// How failed workers restart.
     pub restart: RestartPolicy,
+    /// Accept JWTs of this identity provider as well as API tokens.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// The credentials created on first start.
@@ -82,7 +86,10 @@ impl ControlPlane {
             config.restart,
             secrets.clone(),
         );
-        Ok(ControlPlane { app: App { store, supervisor, checker, data_dir, secrets }, listen: config.listen })
+        Ok(ControlPlane {
+            app: App { store, supervisor, checker, data_dir, secrets, oidc: config.oidc.map(Verifier::new) },
+            listen: config.listen,
+        })
     }
 
     /// The shared state of the API (for tests through the router).

@@ -104,6 +104,7 @@ impl Fixture {
             database: database.clone().map(|name| format!("postgres://postgres@127.0.0.1:5432/{name}")),
             worker_program: "/nonexistent/sluice".into(),
             restart: RestartPolicy::default(),
+            oidc: None,
         };
         let control = ControlPlane::open(config, Arc::new(StructureOnly)).await.unwrap();
         let first = control.bootstrap().await.unwrap().expect("first start creates an admin");

@@ -26,6 +26,7 @@ pub use routes::{Route, routes};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
+use crate::oidc::Verifier;
 use crate::secrets::SecretKey;
 use crate::store::{AuditEntry, Store, now_ms};
 use crate::supervisor::Supervisor;
@@ -50,6 +51,8 @@ pub struct App {
     pub data_dir: PathBuf,
     /// Seals and opens secrets.
     pub secrets: Arc<SecretKey>,
+    /// Verifies identity-provider JWTs, when OIDC is configured.
+    pub oidc: Option<Arc<Verifier>>,
 }
 
 /// The API router with every route of [`routes`], each behind its access check.
@@ -123,8 +126,22 @@ async fn authorize(
             "missing credentials: send the header `Authorization: Bearer <token>` (`sluice up` prints an admin token on first start)",
         ));
     };
-    let Some(principal) = app.store.authenticate(token).await? else {
-        return Err(ApiError::unauthenticated("the token is not valid (revoked, or mistyped)"));
+    let principal = match &app.oidc {
+        Some(verifier) if Verifier::is_jwt(token) => {
+            let user = verifier.verify(token, now_ms() / 1000).await.map_err(|reason| {
+                ApiError::unauthenticated(format!("the identity token is not accepted: {reason}"))
+            })?;
+            app.store.principal(&user).await?.ok_or_else(|| {
+                ApiError::unauthenticated(format!(
+                    "user \"{user}\" (from the identity token) is not known here; a platform admin creates users"
+                ))
+            })?
+        }
+        _ => app
+            .store
+            .authenticate(token)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the token is not valid (revoked, or mistyped)"))?,
     };
     let team = route.team_in(path);
     if !principal.allows(route.access, team) {

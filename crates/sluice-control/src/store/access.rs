@@ -47,24 +47,32 @@ pub struct TokenInfo {
 impl Store {
     /// The principal holding token `secret`, if the token exists.
     pub async fn authenticate(&self, secret: &str) -> ApiResult<Option<Principal>> {
-        let row = sqlx::query(
-            "SELECT t.id, u.name, u.platform_admin FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = $1",
-        )
-        .bind(hash_token(secret))
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query("SELECT id, user_name FROM api_tokens WHERE token_hash = $1")
+            .bind(hash_token(secret))
+            .fetch_optional(self.pool())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get(0)?;
         let user: String = row.try_get(1)?;
-        let platform_admin: i64 = row.try_get(2)?;
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(&id)
             .execute(self.pool())
             .await?;
+        self.principal(&user).await
+    }
+
+    /// User `user` with their roles, if they exist.
+    pub async fn principal(&self, user: &str) -> ApiResult<Option<Principal>> {
+        let platform_admin: Option<i64> =
+            sqlx::query_scalar("SELECT platform_admin FROM users WHERE name = $1")
+                .bind(user)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some(platform_admin) = platform_admin else { return Ok(None) };
         let mut roles = BTreeMap::new();
         for row in sqlx::query("SELECT team, role FROM role_bindings WHERE user_name = $1")
-            .bind(&user)
+            .bind(user)
             .fetch_all(self.pool())
             .await?
         {
@@ -73,7 +81,7 @@ impl Store {
             let role = role.parse::<Role>().map_err(ApiError::internal)?;
             roles.insert(team, role);
         }
-        Ok(Some(Principal { user, platform_admin: platform_admin != 0, roles }))
+        Ok(Some(Principal { user: user.to_string(), platform_admin: platform_admin != 0, roles }))
     }
 
     /// Whether any platform admin exists (the first start creates one).

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use sluice_control::api::Checker;
+use sluice_control::oidc::OidcConfig;
 use sluice_control::supervisor::RestartPolicy;
 use sluice_control::{Config, ControlPlane, DEFAULT_TEAM};
 use sluice_spec::Diagnostic;
@@ -32,6 +33,18 @@ pub struct ServerArgs {
     /// Restarts of a failing worker before its pipeline is marked failed.
     #[arg(long, default_value_t = 5)]
     pub restart_budget: i64,
+    /// Also accept JWTs from this OpenID Connect issuer (its `iss`).
+    #[arg(long, requires = "oidc_jwks_url")]
+    pub oidc_issuer: Option<String>,
+    /// The issuer's JSON Web Key Set URL.
+    #[arg(long, requires = "oidc_issuer")]
+    pub oidc_jwks_url: Option<String>,
+    /// The audience (`aud`) tokens must be for.
+    #[arg(long)]
+    pub oidc_audience: Option<String>,
+    /// The claim naming the Sluice user.
+    #[arg(long, default_value = "sub")]
+    pub oidc_user_claim: String,
 }
 
 /// The demo pipeline `sluice up` deploys on first start.
@@ -74,6 +87,15 @@ async fn serve(args: ServerArgs, demo: bool) -> anyhow::Result<()> {
         database: args.database.clone(),
         worker_program: std::env::current_exe().context("finding this program to run workers")?,
         restart: RestartPolicy { budget: args.restart_budget, ..RestartPolicy::default() },
+        oidc: match (&args.oidc_issuer, &args.oidc_jwks_url) {
+            (Some(issuer), Some(jwks_url)) => Some(OidcConfig {
+                issuer: issuer.clone(),
+                jwks_url: jwks_url.clone(),
+                audience: args.oidc_audience.clone(),
+                user_claim: args.oidc_user_claim.clone(),
+            }),
+            _ => None,
+        },
     };
     let control = ControlPlane::open(config, Arc::new(Planner)).await?;
     let url = format!("http://{}", args.listen);

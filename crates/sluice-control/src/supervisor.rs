@@ -163,10 +163,12 @@ impl Supervisor {
     async fn reconcile(&self, p: &PipelineRecord) -> ApiResult<bool> {
         let now = now_ms();
         let mut observed = observed_from(p);
-        match p.worker {
+        match p.actual.worker {
             Some(worker) if alive(&worker) => {
-                if p.restarts > 0 && now - worker.started_at >= self.policy.stable_after.as_millis() as i64 {
-                    observed.restarts = 0;
+                if p.actual.restarts > 0
+                    && now - worker.started_at >= self.policy.stable_after.as_millis() as i64
+                {
+                    observed.now.restarts = 0;
                 }
                 let request = match (p.desired, p.pending) {
                     (Desired::Stopped, Some(Pending::Savepoint)) => Some(Event::StopWithSavepoint),
@@ -179,10 +181,10 @@ impl Supervisor {
                     }
                     _ => None,
                 };
-                if let Some(event) = request.filter(|_| p.state == State::Running) {
+                if let Some(event) = request.filter(|_| p.actual.state == State::Running) {
                     stop_worker(worker.pid)?;
-                    observed.to = next(p.state, event).unwrap_or(p.state);
-                    observed.reason =
+                    observed.now.state = next(p.actual.state, event).unwrap_or(p.actual.state);
+                    observed.now.reason =
                         format!("{} requested; worker {} asked to stop", describe(event), worker.pid);
                     if matches!(event, Event::Stop | Event::StopWithSavepoint) {
                         observed.consumed_pending = p.pending;
@@ -190,27 +192,27 @@ impl Supervisor {
                 }
             }
             Some(worker) => {
-                let status = read_status(&self.status_file(p, p.runs));
-                observed.worker = None;
+                let status = read_status(&self.status_file(p, p.actual.runs));
+                observed.now.worker = None;
                 let event = match status.as_ref().map(|s| s.outcome) {
                     Some(Outcome::Finished) => Event::WorkerFinished,
                     Some(Outcome::Stopped) => Event::WorkerStopped,
                     Some(Outcome::Failed) | None => {
-                        observed.restarts = p.restarts + 1;
-                        Event::WorkerCrashed { budget_left: observed.restarts <= self.policy.budget }
+                        observed.now.restarts = p.actual.restarts + 1;
+                        Event::WorkerCrashed { budget_left: observed.now.restarts <= self.policy.budget }
                     }
                 };
                 if matches!(event, Event::WorkerFinished | Event::WorkerStopped) {
                     // The worker creates the folder when it starts; it holds a savepoint only
                     // once the final checkpoint was written there.
-                    let savepoint = self.savepoint_dir(p, p.runs);
+                    let savepoint = self.savepoint_dir(p, p.actual.runs);
                     if std::fs::read_dir(&savepoint).is_ok_and(|mut entries| entries.next().is_some()) {
-                        observed.last_savepoint = Some(savepoint.display().to_string());
+                        observed.now.last_savepoint = Some(savepoint.display().to_string());
                     }
                 }
                 // A worker can only be recorded in a state that has one; anything else is
                 // treated as a crash so the pipeline recovers.
-                observed.to = next(p.state, event).unwrap_or(State::Recovering);
+                observed.now.state = next(p.actual.state, event).unwrap_or(State::Recovering);
                 let detail = match &status {
                     // A worker's error may quote an option value; secrets never reach an event.
                     Some(status) if !status.message.is_empty() => {
@@ -219,20 +221,20 @@ impl Supervisor {
                     Some(_) => String::new(),
                     None => " without reporting (killed or crashed)".to_string(),
                 };
-                observed.reason = format!("worker {} {}{detail}", worker.pid, exit_word(event));
-                match observed.to {
+                observed.now.reason = format!("worker {} {}{detail}", worker.pid, exit_word(event));
+                match observed.now.state {
                     State::Recovering => {
-                        let wait = self.policy.backoff(observed.restarts);
-                        observed.retry_at = Some(now + wait.as_millis() as i64);
-                        observed.reason += &format!(
+                        let wait = self.policy.backoff(observed.now.restarts);
+                        observed.now.retry_at = Some(now + wait.as_millis() as i64);
+                        observed.now.reason += &format!(
                             "; restart {} of {} from the latest checkpoint in {} ms",
-                            observed.restarts,
+                            observed.now.restarts,
                             self.policy.budget,
                             wait.as_millis()
                         );
                     }
                     State::Failed => {
-                        observed.reason += &format!("; restart budget of {} spent", self.policy.budget);
+                        observed.now.reason += &format!("; restart budget of {} spent", self.policy.budget);
                         observed.stop_desired_at_generation = Some(p.generation);
                     }
                     State::Stopped
@@ -246,11 +248,13 @@ impl Supervisor {
             }
             None => match p.desired {
                 Desired::Running => {
-                    let due = match p.state {
+                    let due = match p.actual.state {
                         State::Created | State::Stopped | State::Failed | State::Deploying => {
                             Some(Event::Deploy)
                         }
-                        State::Recovering if p.retry_at.is_none_or(|at| now >= at) => Some(Event::RetryDue),
+                        State::Recovering if p.actual.retry_at.is_none_or(|at| now >= at) => {
+                            Some(Event::RetryDue)
+                        }
                         State::Recovering => None,
                         // Recorded as running without a worker (e.g. the database was edited):
                         // start one.
@@ -261,32 +265,31 @@ impl Supervisor {
                     return Ok(true);
                 }
                 Desired::Stopped => {
-                    let Some(to) = next(p.state, Event::Stop).filter(|_| p.state != State::Running) else {
+                    let Some(to) =
+                        next(p.actual.state, Event::Stop).filter(|_| p.actual.state != State::Running)
+                    else {
                         return Ok(false);
                     };
-                    observed.to = to;
-                    observed.reason = "stop requested; no worker was running".into();
+                    observed.now.state = to;
+                    observed.now.reason = "stop requested; no worker was running".into();
                     observed.consumed_pending = p.pending;
                 }
             },
         }
-        let changed = observed.to != p.state
-            || observed.worker != p.worker
-            || observed.restarts != p.restarts
-            || observed.consumed_pending.is_some();
+        let changed = observed.now != p.actual || observed.consumed_pending.is_some();
         if changed {
             self.store.observe(&p.team, &p.name, &observed).await?;
         }
-        Ok(changed && observed.to != p.state)
+        Ok(changed && observed.now.state != p.actual.state)
     }
 
     /// Deploys: writes the spec and starts a worker, recording both transitions.
     async fn start(&self, p: &PipelineRecord, event: Event) -> ApiResult<()> {
-        let deploying = next(p.state, event).unwrap_or(State::Deploying);
+        let deploying = next(p.actual.state, event).unwrap_or(State::Deploying);
         let mut observed = observed_from(p);
-        observed.to = deploying;
-        observed.reason = match event {
-            Event::RetryDue => format!("restarting after failure {}", p.restarts),
+        observed.now.state = deploying;
+        observed.now.reason = match event {
+            Event::RetryDue => format!("restarting after failure {}", p.actual.restarts),
             _ => format!("deploying version {}", p.deployed_version.unwrap_or(p.latest_version)),
         };
         self.store.observe(&p.team, &p.name, &observed).await?;
@@ -297,11 +300,11 @@ impl Supervisor {
         after.consumed_resume = p.resume_from.clone();
         match self.spawn(p).await {
             Ok(worker) => {
-                after.to = next(deploying, Event::WorkerStarted).unwrap_or(State::Running);
-                after.worker = Some(worker);
-                after.runs = p.runs + 1;
-                after.retry_at = None;
-                after.reason = format!(
+                after.now.state = next(deploying, Event::WorkerStarted).unwrap_or(State::Running);
+                after.now.worker = Some(worker);
+                after.now.runs = p.actual.runs + 1;
+                after.now.retry_at = None;
+                after.now.reason = format!(
                     "worker {} runs version {} with {} worker thread(s){}",
                     worker.pid,
                     p.deployed_version.unwrap_or(p.latest_version),
@@ -310,8 +313,8 @@ impl Supervisor {
                 );
             }
             Err(error) => {
-                after.to = next(deploying, Event::SpawnFailed).unwrap_or(State::Failed);
-                after.reason = format!("could not start a worker: {}", error.message);
+                after.now.state = next(deploying, Event::SpawnFailed).unwrap_or(State::Failed);
+                after.now.reason = format!("could not start a worker: {}", error.message);
                 after.stop_desired_at_generation = Some(p.generation);
             }
         }
@@ -326,7 +329,7 @@ impl Supervisor {
             .await?
             .ok_or_else(|| ApiError::internal(format!("version {version} is missing")))?;
         let dir = self.pipeline_dir(&p.team, &p.name);
-        let run = p.runs + 1;
+        let run = p.actual.runs + 1;
         let io = |what: &str, error: std::io::Error| ApiError::internal(format!("{what}: {error}"));
         for folder in [dir.join("runs"), dir.join("savepoints")] {
             std::fs::create_dir_all(&folder).map_err(|e| io(&format!("creating {}", folder.display()), e))?;
@@ -398,14 +401,8 @@ pub fn pipeline_dir(data_dir: &Path, team: &str, name: &str) -> PathBuf {
 
 fn observed_from(p: &PipelineRecord) -> Observed {
     Observed {
-        from: p.state,
-        to: p.state,
-        reason: p.reason.clone(),
-        worker: p.worker,
-        runs: p.runs,
-        restarts: p.restarts,
-        retry_at: p.retry_at,
-        last_savepoint: p.last_savepoint.clone(),
+        from: p.actual.state,
+        now: p.actual.clone(),
         consumed_pending: None,
         consumed_resume: None,
         stop_desired_at_generation: None,

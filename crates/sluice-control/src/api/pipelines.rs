@@ -85,10 +85,10 @@ pub async fn remove(
     Segments((team, name)): Segments<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let pipeline = find(&app, &team, &name).await?;
-    if pipeline.worker.is_some() || pipeline.desired == Desired::Running {
+    if pipeline.actual.worker.is_some() || pipeline.desired == Desired::Running {
         return Err(ApiError::conflict(format!(
             "pipeline \"{name}\" is {} (wanted {:?}); stop it first",
-            pipeline.state, pipeline.desired
+            pipeline.actual.state, pipeline.desired
         )));
     }
     app.store.delete_pipeline(&team, &name).await?;
@@ -149,7 +149,7 @@ pub async fn deploy(
         parallelism: body.parallelism.map(parallelism).transpose()?,
         ..Request::default()
     };
-    if pipeline.state.has_worker() {
+    if pipeline.actual.state.has_worker() {
         // A new version (or the same one again) replaces the running worker.
         expect(&pipeline, Event::Restart)?;
         request.pending = Some(Some(Pending::Restart));
@@ -197,10 +197,10 @@ async fn stop_with(
     pending: Pending,
 ) -> ApiResult<(StatusCode, Json<PipelineRecord>)> {
     let pipeline = find(&app, &team, &name).await?;
-    if pipeline.desired == Desired::Stopped && next(pipeline.state, event).is_none() {
+    if pipeline.desired == Desired::Stopped && next(pipeline.actual.state, event).is_none() {
         return Err(ApiError::conflict(format!(
             "pipeline \"{name}\" is {}: nothing to stop",
-            pipeline.state
+            pipeline.actual.state
         )));
     }
     let request =
@@ -225,7 +225,7 @@ pub async fn resume(
     let pipeline = find(&app, &team, &name).await?;
     expect(&pipeline, Event::Deploy)?;
     check_deployed(&app, &pipeline, &principal).await?;
-    let savepoint = body.savepoint.or_else(|| pipeline.last_savepoint.clone()).ok_or_else(|| {
+    let savepoint = body.savepoint.or_else(|| pipeline.actual.last_savepoint.clone()).ok_or_else(|| {
         ApiError::invalid(
             "savepoint",
             format!("pipeline \"{name}\" has no savepoint yet; stop it with POST .../savepoint first"),
@@ -261,7 +261,7 @@ pub async fn rescale(
     let pipeline = find(&app, &team, &name).await?;
     let parallelism = parallelism(body.parallelism)?;
     let mut request = Request { parallelism: Some(parallelism), ..Request::default() };
-    if pipeline.state.has_worker() {
+    if pipeline.actual.state.has_worker() {
         expect(&pipeline, Event::Rescale)?;
         request.pending = Some(Some(Pending::Rescale));
     }
@@ -335,14 +335,14 @@ async fn find(app: &App, team: &str, name: &str) -> ApiResult<PipelineRecord> {
 
 /// 409 unless `event` applies to the pipeline's current state.
 fn expect(pipeline: &PipelineRecord, event: Event) -> ApiResult<()> {
-    let busy = pipeline.pending.is_some() && pipeline.state == Lifecycle::Running;
-    if next(pipeline.state, event).is_none() || busy {
+    let busy = pipeline.pending.is_some() && pipeline.actual.state == Lifecycle::Running;
+    if next(pipeline.actual.state, event).is_none() || busy {
         let what = pipeline.pending.map(|p| format!(" with a pending {p:?} request")).unwrap_or_default();
         return Err(ApiError::conflict(format!(
             "pipeline \"{}\" is {}{what}: cannot {event:?} now",
-            pipeline.name, pipeline.state
+            pipeline.name, pipeline.actual.state
         ))
-        .with_details(json!({ "state": pipeline.state })));
+        .with_details(json!({ "state": pipeline.actual.state })));
     }
     Ok(())
 }

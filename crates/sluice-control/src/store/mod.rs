@@ -18,7 +18,7 @@ pub use access::{Member, TokenInfo, UserInfo};
 pub use audit::AuditEntry;
 pub use datasets::{DatasetRecord, NewDataset};
 pub use pipelines::{
-    Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
+    Actual, Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
 };
 pub use secrets::SecretInfo;
 

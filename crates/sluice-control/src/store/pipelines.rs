@@ -76,6 +76,25 @@ pub struct Worker {
     pub started_at: i64,
 }
 
+/// What the supervisor observed of a pipeline and did about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Actual {
+    /// Lifecycle state.
+    pub state: State,
+    /// Why it is in that state.
+    pub reason: String,
+    /// The running worker, if any.
+    pub worker: Option<Worker>,
+    /// How many workers were started so far.
+    pub runs: i64,
+    /// Restarts after failures since the last healthy run.
+    pub restarts: i64,
+    /// When a recovering pipeline restarts, ms since the epoch.
+    pub retry_at: Option<i64>,
+    /// The newest savepoint written.
+    pub last_savepoint: Option<String>,
+}
+
 /// A pipeline: what users asked for and what the supervisor observed.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineRecord {
@@ -97,20 +116,9 @@ pub struct PipelineRecord {
     pub generation: i64,
     /// Savepoint the next start resumes from.
     pub resume_from: Option<String>,
-    /// Lifecycle state.
-    pub state: State,
-    /// Why it is in that state.
-    pub reason: String,
-    /// The running worker, if any.
-    pub worker: Option<Worker>,
-    /// How many workers were started so far.
-    pub runs: i64,
-    /// Restarts after failures since the last healthy run.
-    pub restarts: i64,
-    /// When a recovering pipeline restarts, ms since the epoch.
-    pub retry_at: Option<i64>,
-    /// The newest savepoint written.
-    pub last_savepoint: Option<String>,
+    /// What the supervisor observed.
+    #[serde(flatten)]
+    pub actual: Actual,
     /// Who created it.
     pub created_by: String,
     /// Creation time, ms since the epoch.
@@ -167,20 +175,8 @@ pub struct Request {
 pub struct Observed {
     /// The state before, as read.
     pub from: State,
-    /// The state after.
-    pub to: State,
-    /// Why.
-    pub reason: String,
-    /// The worker now running, if any.
-    pub worker: Option<Worker>,
-    /// Workers started so far.
-    pub runs: i64,
-    /// Restarts since the last healthy run.
-    pub restarts: i64,
-    /// When to retry.
-    pub retry_at: Option<i64>,
-    /// Newest savepoint.
-    pub last_savepoint: Option<String>,
+    /// What is now.
+    pub now: Actual,
     /// The request acted on, cleared if unchanged since.
     pub consumed_pending: Option<Pending>,
     /// The savepoint resumed from, cleared if unchanged since.
@@ -217,13 +213,15 @@ fn record(row: &AnyRow) -> ApiResult<PipelineRecord> {
         parallelism: row.try_get("parallelism")?,
         generation: row.try_get("generation")?,
         resume_from: row.try_get("resume_from")?,
-        state: state.parse().map_err(ApiError::internal)?,
-        reason: row.try_get("reason")?,
-        worker,
-        runs: row.try_get("runs")?,
-        restarts: row.try_get("restarts")?,
-        retry_at: row.try_get("retry_at")?,
-        last_savepoint: row.try_get("last_savepoint")?,
+        actual: Actual {
+            state: state.parse().map_err(ApiError::internal)?,
+            reason: row.try_get("reason")?,
+            worker,
+            runs: row.try_get("runs")?,
+            restarts: row.try_get("restarts")?,
+            retry_at: row.try_get("retry_at")?,
+            last_savepoint: row.try_get("last_savepoint")?,
+        },
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -407,22 +405,23 @@ impl Store {
     pub async fn observe(&self, team: &str, name: &str, observed: &Observed) -> ApiResult<()> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
-        let worker = observed.worker;
+        let now_actual = &observed.now;
+        let worker = now_actual.worker;
         sqlx::query(
             "UPDATE pipelines SET state = $1, reason = $2, worker_pid = $3, worker_start = $4, worker_generation = $5,
                 worker_started_at = $6, runs = $7, restarts = $8, retry_at = $9, last_savepoint = $10, updated_at = $11
              WHERE team = $12 AND name = $13",
         )
-        .bind(observed.to.name())
-        .bind(&observed.reason)
+        .bind(now_actual.state.name())
+        .bind(&now_actual.reason)
         .bind(worker.map(|w| w.pid))
         .bind(worker.map(|w| w.start))
         .bind(worker.map(|w| w.generation))
         .bind(worker.map(|w| w.started_at))
-        .bind(observed.runs)
-        .bind(observed.restarts)
-        .bind(observed.retry_at)
-        .bind(observed.last_savepoint.clone())
+        .bind(now_actual.runs)
+        .bind(now_actual.restarts)
+        .bind(now_actual.retry_at)
+        .bind(now_actual.last_savepoint.clone())
         .bind(now)
         .bind(team)
         .bind(name)
@@ -456,7 +455,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if observed.from != observed.to {
+        if observed.from != now_actual.state {
             sqlx::query(
                 "INSERT INTO pipeline_events (team, name, at, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -464,8 +463,8 @@ impl Store {
             .bind(name)
             .bind(now)
             .bind(observed.from.name())
-            .bind(observed.to.name())
-            .bind(&observed.reason)
+            .bind(now_actual.state.name())
+            .bind(&now_actual.reason)
             .execute(&mut *tx)
             .await?;
         }

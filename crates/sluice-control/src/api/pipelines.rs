@@ -12,6 +12,9 @@ use super::{App, Body, Params, Segments, SpecBody, datasets};
 use crate::auth::{Principal, check_name};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Event, State as Lifecycle, next};
+use sluice_state::protocol::ManifestState;
+use sluice_state::{CheckpointStore, Manifest, StoreOptions};
+
 use crate::store::{Desired, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord};
 
 /// Most worker threads a pipeline may ask for.
@@ -324,6 +327,71 @@ async fn check_deployed(app: &App, pipeline: &PipelineRecord, principal: &Princi
         .await?
         .ok_or_else(|| ApiError::internal(format!("version {version} is missing")))?;
     datasets::check_deploy(app, &pipeline.team, &spec.spec, &principal.user).await
+}
+
+/// `GET .../checkpoints`: the checkpoints in the pipeline's store, newest first, with size,
+/// duration and per-operator alignment (incomplete ones say why), and the savepoints written.
+pub async fn checkpoints(
+    State(app): State<App>,
+    Segments((team, name)): Segments<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    find(&app, &team, &name).await?;
+    let dir = app.supervisor.pipeline_dir(&team, &name);
+    let mut checkpoints = Vec::new();
+    if dir.join("checkpoints").exists() {
+        let listing = open_store(&dir.join("checkpoints"))?
+            .list()
+            .await
+            .map_err(|error| ApiError::internal(format!("listing checkpoints: {error}")))?;
+        for listed in listing.checkpoints.iter().rev() {
+            checkpoints.push(match &listed.manifest {
+                ManifestState::Valid(manifest) => summary(manifest),
+                ManifestState::Missing => json!({ "checkpoint": listed.id, "complete": false, "reason": "no manifest (in progress or abandoned)" }),
+                ManifestState::Torn { reason } => json!({ "checkpoint": listed.id, "complete": false, "reason": reason }),
+            });
+        }
+    }
+    let mut savepoints = Vec::new();
+    for entry in std::fs::read_dir(dir.join("savepoints")).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let latest = open_store(&path)?.latest_complete().await.ok().flatten();
+        if let Some(manifest) = latest {
+            let mut summary = summary(&manifest);
+            summary["path"] = json!(path.display().to_string());
+            savepoints.push(summary);
+        }
+    }
+    savepoints.sort_by_key(|s| std::cmp::Reverse(s["created_at_ms"].as_i64()));
+    Ok(Json(json!({ "checkpoints": checkpoints, "savepoints": savepoints })))
+}
+
+fn open_store(path: &std::path::Path) -> ApiResult<CheckpointStore> {
+    CheckpointStore::open(&path.display().to_string(), &StoreOptions::default())
+        .map_err(|error| ApiError::internal(format!("opening {}: {error}", path.display())))
+}
+
+fn summary(manifest: &Manifest) -> Value {
+    let operators: Vec<Value> = manifest
+        .parts
+        .iter()
+        .map(|part| {
+            json!({
+                "node": part.node, "worker": part.worker, "bytes": part.bytes,
+                "duration_ms": part.duration_ms, "alignment_ms": part.alignment_ms,
+            })
+        })
+        .collect();
+    json!({
+        "checkpoint": manifest.checkpoint,
+        "complete": true,
+        "kind": manifest.kind,
+        "created_at_ms": manifest.created_at_ms,
+        "workers": manifest.workers,
+        "finished": manifest.finished,
+        "duration_ms": manifest.duration_ms,
+        "bytes": manifest.parts.iter().map(|part| part.bytes).sum::<u64>(),
+        "parts": operators,
+    })
 }
 
 async fn find(app: &App, team: &str, name: &str) -> ApiResult<PipelineRecord> {

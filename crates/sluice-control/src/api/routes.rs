@@ -296,6 +296,15 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
         (
             route(
                 Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/checkpoints",
+                Team(Viewer),
+                "Checkpoints (size, duration, alignment per operator) and savepoints",
+            ),
+            get(pipelines::checkpoints),
+        ),
+        (
+            route(
+                Method::GET,
                 "/api/v1/teams/{team}/pipelines/{pipeline}/events",
                 Team(Viewer),
                 "Lifecycle events",

@@ -91,6 +91,8 @@ enum PipelinesCommand {
     Restart { name: String },
     /// Lifecycle events.
     Events { name: String },
+    /// Checkpoints and savepoints.
+    Checkpoints { name: String },
     /// The worker's log.
     Logs {
         name: String,
@@ -189,6 +191,31 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             events
+        }
+        PipelinesCommand::Checkpoints { name } => {
+            let listed = call(&credentials, "GET", &format!("{base}/{name}/checkpoints"), None)?;
+            if matches!(args.common.output, Output::Table) {
+                println!(
+                    "{:>12} {:<10} {:>8} {:>12} {:>10}  FINISHED",
+                    "CHECKPOINT", "KIND", "WORKERS", "BYTES", "MS"
+                );
+                for checkpoint in listed["checkpoints"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>12} {:<10} {:>8} {:>12} {:>10}  {}",
+                        checkpoint["checkpoint"],
+                        checkpoint["kind"].as_str().unwrap_or("incomplete"),
+                        checkpoint["workers"],
+                        checkpoint["bytes"],
+                        checkpoint["duration_ms"],
+                        checkpoint["finished"]
+                    );
+                }
+                for savepoint in listed["savepoints"].as_array().into_iter().flatten() {
+                    println!("savepoint {}", savepoint["path"].as_str().unwrap_or(""));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            listed
         }
         PipelinesCommand::Logs { name, tail } => {
             let text = call(&credentials, "GET", &format!("{base}/{name}/logs?limit={tail}"), None)?;

@@ -240,6 +240,19 @@ fn a_killed_worker_restarts_from_its_checkpoint_and_a_killed_control_plane_adopt
     let last = &events.as_array().unwrap()[5]["reason"];
     assert!(last.as_str().unwrap().contains("sources ended"), "{last}");
     assert_eq!(get()["desired"], "stopped", "a finished pipeline is not started again");
+    let (status, listed) = server.call("GET", &format!("{base}/bids/checkpoints"), token, None);
+    assert_eq!(status, 200, "{listed}");
+    let newest = &listed["checkpoints"][0];
+    assert_eq!(
+        (newest["complete"].as_bool(), newest["finished"].as_bool()),
+        (Some(true), Some(true)),
+        "{listed}"
+    );
+    assert!(
+        newest["bytes"].as_u64().unwrap() > 0 && !newest["parts"].as_array().unwrap().is_empty(),
+        "{newest}"
+    );
+    assert_eq!(newest["workers"], 2);
 
     let committed = canonical(&read_json_lines(&files.join("out")));
     let expected = expected.join().unwrap();
@@ -329,6 +342,11 @@ fn the_cli_logs_in_applies_idempotently_and_drives_a_pipeline() {
     wait_until(Duration::from_secs(30), "the pipeline stops", || state() == "stopped");
     let (ok, text) = cli(&["pipelines", "events", "bids"]);
     assert!(ok && text.contains("savepointing") && text.contains("stopped"), "{text}");
+    let (ok, text) = cli(&["pipelines", "checkpoints", "bids", "-o", "json"]);
+    let listed: Value = serde_json::from_str(&text).unwrap_or_default();
+    let (_, pipeline) = cli(&["pipelines", "get", "bids", "-o", "json"]);
+    let pipeline: Value = serde_json::from_str(&pipeline).unwrap();
+    assert!(ok && listed["savepoints"][0]["path"] == pipeline[0]["last_savepoint"], "{text}\n{pipeline}");
     let (ok, text) = cli(&["pipelines", "stop", "bids"]);
     assert!(!ok && text.contains("409"), "{text}");
     let (ok, text) = cli(&["pipelines", "delete", "bids"]);

@@ -4,9 +4,10 @@
 //! group and are found again by pid and start time, so restarting the control plane does not
 //! stop them: on start it reconciles what runs with what should.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct RestartPolicy {
     pub max_backoff: Duration,
     /// A worker that ran this long resets the restart count.
     pub stable_after: Duration,
+    /// A worker asked to stop that has not exited after this long is killed (its latest
+    /// checkpoint stands).
+    pub stop_timeout: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -37,6 +41,7 @@ impl Default for RestartPolicy {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             stable_after: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct Supervisor {
     policy: RestartPolicy,
     wake: Arc<Notify>,
     secrets: Arc<SecretKey>,
+    /// When each stopping worker was asked to stop (ms since the epoch), by pipeline.
+    stopping_since: Arc<Mutex<HashMap<(String, String), i64>>>,
 }
 
 /// How often the supervisor looks at every pipeline even when nothing woke it.
@@ -94,7 +101,15 @@ impl Supervisor {
         policy: RestartPolicy,
         secrets: Arc<SecretKey>,
     ) -> Self {
-        Self { store, data_dir, program, policy, wake: Arc::new(Notify::new()), secrets }
+        Self {
+            store,
+            data_dir,
+            program,
+            policy,
+            wake: Arc::new(Notify::new()),
+            secrets,
+            stopping_since: Arc::default(),
+        }
     }
 
     /// The secrets of `team`, decrypted, as (name, value).
@@ -181,8 +196,28 @@ impl Supervisor {
                     }
                     _ => None,
                 };
-                if let Some(event) = request.filter(|_| p.actual.state == State::Running) {
-                    stop_worker(worker.pid)?;
+                let key = (p.team.clone(), p.name.clone());
+                if matches!(p.actual.state, State::Stopping | State::Savepointing | State::Rescaling) {
+                    // Asked to stop earlier (maybe by a previous control plane: then the clock
+                    // starts now).
+                    let since = *self
+                        .stopping_since
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key)
+                        .or_insert(now);
+                    let timeout = self.policy.stop_timeout;
+                    if now - since >= timeout.as_millis() as i64 {
+                        signal(worker.pid, rustix::process::Signal::KILL)?;
+                        observed.now.reason = format!(
+                            "worker {} did not stop within {} s; killed (its latest checkpoint stands)",
+                            worker.pid,
+                            timeout.as_secs()
+                        );
+                    }
+                } else if let Some(event) = request.filter(|_| p.actual.state == State::Running) {
+                    signal(worker.pid, rustix::process::Signal::TERM)?;
+                    self.stopping_since.lock().unwrap_or_else(|e| e.into_inner()).insert(key, now);
                     observed.now.state = next(p.actual.state, event).unwrap_or(p.actual.state);
                     observed.now.reason =
                         format!("{} requested; worker {} asked to stop", describe(event), worker.pid);
@@ -192,6 +227,10 @@ impl Supervisor {
                 }
             }
             Some(worker) => {
+                self.stopping_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(p.team.clone(), p.name.clone()));
                 let status = read_status(&self.status_file(p, p.actual.runs));
                 observed.now.worker = None;
                 let event = match status.as_ref().map(|s| s.outcome) {
@@ -431,11 +470,12 @@ fn read_status(path: &Path) -> Option<ExitStatus> {
     serde_json::from_str(&text).ok()
 }
 
-/// Asks worker `pid` to stop gracefully (SIGTERM: it drains and takes a final checkpoint).
-fn stop_worker(pid: i64) -> ApiResult<()> {
+/// Sends worker `pid` a signal: SIGTERM asks it to stop gracefully (it drains and takes a
+/// final checkpoint), SIGKILL ends it.
+fn signal(pid: i64, signal: rustix::process::Signal) -> ApiResult<()> {
     let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw);
     let Some(pid) = pid else { return Err(ApiError::internal("worker pid out of range")) };
-    match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+    match rustix::process::kill_process(pid, signal) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(error) => Err(ApiError::internal(format!("signalling worker {pid:?}: {error}"))),
     }

@@ -67,7 +67,8 @@ pub struct RunArgs {
     pub status_file: Option<PathBuf>,
 }
 
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+/// Parses a duration argument such as `1s` or `500ms`.
+pub(crate) fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     sluice_spec::parse_duration(text)
 }
 

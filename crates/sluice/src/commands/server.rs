@@ -33,6 +33,9 @@ pub struct ServerArgs {
     /// Restarts of a failing worker before its pipeline is marked failed.
     #[arg(long, default_value_t = 5)]
     pub restart_budget: i64,
+    /// How long a worker asked to stop may take (drain, final checkpoint) before it is killed.
+    #[arg(long, default_value = "60s", value_parser = crate::commands::run::parse_duration_arg)]
+    pub stop_timeout: std::time::Duration,
     /// Also accept JWTs from this OpenID Connect issuer (its `iss`).
     #[arg(long, requires = "oidc_jwks_url")]
     pub oidc_issuer: Option<String>,
@@ -86,7 +89,11 @@ async fn serve(args: ServerArgs, demo: bool) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         database: args.database.clone(),
         worker_program: std::env::current_exe().context("finding this program to run workers")?,
-        restart: RestartPolicy { budget: args.restart_budget, ..RestartPolicy::default() },
+        restart: RestartPolicy {
+            budget: args.restart_budget,
+            stop_timeout: args.stop_timeout,
+            ..RestartPolicy::default()
+        },
         oidc: match (&args.oidc_issuer, &args.oidc_jwks_url) {
             (Some(issuer), Some(jwks_url)) => Some(OidcConfig {
                 issuer: issuer.clone(),

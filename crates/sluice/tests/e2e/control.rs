@@ -45,19 +45,27 @@ struct Server {
 
 impl Server {
     fn start(command: &str, data_dir: &Path, port: u16) -> Server {
-        Self::spawn(command, data_dir, port, Stdio::inherit(), "warn")
+        Self::spawn(command, data_dir, port, Stdio::inherit(), "warn", &[])
     }
 
     /// Like [`Server::start`], its log (stderr, at debug level) into `log`.
     fn start_logging(command: &str, data_dir: &Path, port: u16, log: &Path) -> Server {
         let file = std::fs::File::create(log).unwrap();
-        Self::spawn(command, data_dir, port, Stdio::from(file), "debug")
+        Self::spawn(command, data_dir, port, Stdio::from(file), "debug", &[])
     }
 
-    fn spawn(command: &str, data_dir: &Path, port: u16, stderr: Stdio, level: &str) -> Server {
+    fn spawn(
+        command: &str,
+        data_dir: &Path,
+        port: u16,
+        stderr: Stdio,
+        level: &str,
+        extra: &[&str],
+    ) -> Server {
         let mut child = sluice()
             .args([command, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -426,4 +434,60 @@ sinks:
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         assert!(!text.contains(password), "{} shows the secret", file.display());
     }
+}
+
+/// A worker that does not stop when asked (its HTTP sink waits on a server that never answers)
+/// is killed after `--stop-timeout`, and the pipeline ends up stopped.
+#[test]
+fn a_worker_that_does_not_stop_in_time_is_killed() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        "server",
+        data.path(),
+        free_port(),
+        Stdio::inherit(),
+        "warn",
+        &["--stop-timeout", "2s"],
+    );
+    let token = server.token.clone().unwrap();
+    let token = Some(token.as_str());
+    let spec = format!(
+        "name: stuck
+sources:
+  - name: src
+    connector: datagen
+    schema: [{{name: n, type: int64}}]
+    options: {{count: 10, seed: 1}}
+sinks:
+  - name: hook
+    connector: http
+    inputs: [src]
+    options: {{url: 'http://127.0.0.1:{silent_port}/hook', timeout: 600s}}
+"
+    );
+    let base = "/api/v1/teams/default/pipelines";
+    assert_eq!(server.call("POST", base, token, Some(("application/yaml", &spec))).0, 201);
+    assert_eq!(server.call("POST", &format!("{base}/stuck/deploy"), token, None).0, 202);
+    let get = || server.call("GET", &format!("{base}/stuck"), token, None).1;
+    wait_until(Duration::from_secs(30), "the worker runs", || get()["state"] == "running");
+    // Give the sink time to send its request and block on it.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = get()["worker"]["pid"].as_i64().unwrap();
+    let asked = Instant::now();
+    assert_eq!(server.call("POST", &format!("{base}/stuck/stop"), token, None).0, 202);
+    wait_until(Duration::from_secs(30), "the pipeline stops", || get()["state"] == "stopped");
+    assert!(asked.elapsed() >= Duration::from_secs(2), "killed before the timeout: {:?}", asked.elapsed());
+    assert!(!alive(pid), "the worker is gone");
+    let (_, events) = server.call("GET", &format!("{base}/stuck/events"), token, None);
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("stopping"), Some("stopped")), "{events}");
 }

@@ -9,6 +9,9 @@ use super::{Store, is_duplicate, now_ms};
 use crate::auth::{Principal, Role, hash_token, new_token};
 use crate::error::{ApiError, ApiResult};
 
+/// How precisely a token's last use is recorded.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
 /// A user as listed by the API.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserInfo {
@@ -47,18 +50,23 @@ pub struct TokenInfo {
 impl Store {
     /// The principal holding token `secret`, if the token exists.
     pub async fn authenticate(&self, secret: &str) -> ApiResult<Option<Principal>> {
-        let row = sqlx::query("SELECT id, user_name FROM api_tokens WHERE token_hash = $1")
+        let row = sqlx::query("SELECT id, user_name, last_used_at FROM api_tokens WHERE token_hash = $1")
             .bind(hash_token(secret))
             .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get(0)?;
         let user: String = row.try_get(1)?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(&id)
-            .execute(self.pool())
-            .await?;
+        let last_used: Option<i64> = row.try_get(2)?;
+        // To the minute: a write per request would serialize every reader behind SQLite's writer.
+        let now = now_ms();
+        if last_used.is_none_or(|at| now - at >= LAST_USED_RESOLUTION_MS) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&id)
+                .execute(self.pool())
+                .await?;
+        }
         self.principal(&user).await
     }
 

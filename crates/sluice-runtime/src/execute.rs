@@ -143,7 +143,8 @@ impl Runtime {
     }
 
     /// The checkpoint the current run resumed from, once it is loaded, and how long loading
-    /// it (reading every part) took.
+    /// it took: its manifest and its sources' and sinks' parts. Stateful processors stream
+    /// their parts while their workers start, which this does not include.
     pub fn restored_from(&self) -> Option<(Manifest, Duration)> {
         self.restored.lock().ok().and_then(|restored| restored.clone())
     }

@@ -8,8 +8,11 @@
 //!   which is when windows and timers fire;
 //! - keeps its state partitioned by key group (see [`crate::exchange::key_group`]), so that a
 //!   snapshot taken at one parallelism can be restored at another: [`Processor::snapshot`]
-//!   returns one blob per key group and [`Processor::restore`] receives the blobs of the key
-//!   groups the worker owns after a restart.
+//!   writes blobs ("chunks") tagged with their key group to a [`SnapshotWriter`], and
+//!   [`Processor::restore`] receives the chunks of the key groups the worker owns after a
+//!   restart. A processor whose state is larger than memory cuts its key groups into chunks of
+//!   about [`SnapshotWriter::chunk_bytes`], so that neither taking nor restoring a checkpoint
+//!   holds more than one chunk of it in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,34 @@ pub struct KeyGroupState {
     pub key_group: u32,
     /// Serialized state; the format belongs to the processor.
     pub bytes: Vec<u8>,
+}
+
+/// The chunk size a [`SnapshotWriter`] asks for unless told otherwise: 1 MiB.
+pub const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Where [`Processor::snapshot`] writes a snapshot, one chunk at a time.
+pub trait SnapshotWriter {
+    /// Writes one chunk of the state of key group `key_group`. A key group may be written in
+    /// several chunks, in any interleaving with other key groups; [`Processor::restore`] gets
+    /// the chunks of one key group in the order they were written. Each chunk must be readable
+    /// on its own (the format belongs to the processor).
+    fn write(&mut self, key_group: u32, bytes: &[u8]) -> Result<()>;
+
+    /// About how large a chunk should be. A processor whose state is not all in memory (e.g.
+    /// in RocksDB) must cut its key groups into chunks of about this size, exceeding it by at
+    /// most one entry, so that a snapshot holds no more than one chunk in memory. Default:
+    /// [`DEFAULT_CHUNK_BYTES`].
+    fn chunk_bytes(&self) -> usize {
+        DEFAULT_CHUNK_BYTES
+    }
+}
+
+/// Collects a snapshot in memory, one entry per chunk (for tests and small state).
+impl SnapshotWriter for Vec<KeyGroupState> {
+    fn write(&mut self, key_group: u32, bytes: &[u8]) -> Result<()> {
+        self.push(KeyGroupState { key_group, bytes: bytes.to_vec() });
+        Ok(())
+    }
 }
 
 /// A transformation of batches, configured once and cloned onto every worker.
@@ -95,15 +126,17 @@ pub trait Processor: Send {
         Ok(())
     }
 
-    /// Serializes the state, one entry per non-empty key group. Called at a checkpoint, after
-    /// every batch of the epochs it covers and none after. Default: no state.
-    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
-        Ok(Vec::new())
+    /// Writes the state to `out`, in one or more chunks per non-empty key group (see
+    /// [`SnapshotWriter`]). Called at a checkpoint, after every batch of the epochs it covers
+    /// and none after. Default: no state.
+    fn snapshot(&mut self, _out: &mut dyn SnapshotWriter) -> Result<()> {
+        Ok(())
     }
 
-    /// Loads state saved by [`Processor::snapshot`] (possibly on other workers, at another
-    /// parallelism): exactly the key groups this worker owns. Called after `open`, before any
-    /// batch. Default: nothing.
+    /// Loads chunks written by [`Processor::snapshot`] (possibly on other workers, at another
+    /// parallelism). Called after `open` and before any batch, zero or more times, each time
+    /// with some chunks; over all calls, it gets every chunk of exactly the key groups this
+    /// worker owns, those of one key group in the order they were written. Default: nothing.
     fn restore(&mut self, _states: Vec<KeyGroupState>) -> Result<()> {
         Ok(())
     }

@@ -19,7 +19,9 @@ use sluice_runtime::connector::{
 use sluice_runtime::dead_letter::OnError;
 use sluice_runtime::exchange::key_group;
 use sluice_runtime::graph::{GraphNode, NodeKind, PipelineGraph, StreamRef};
-use sluice_runtime::processor::{END_OF_TIME, KeyGroupState, KeyHasher, Processor};
+use sluice_runtime::processor::{
+    END_OF_TIME, KeyGroupState, KeyHasher, Processor, SnapshotWriter, StateBackend,
+};
 use sluice_runtime::watermark::WatermarkStrategy;
 use sluice_runtime::{Result, RunOptions, Runtime, Topology};
 use sluice_state::StoreOptions;
@@ -175,7 +177,7 @@ impl Processor for WindowCount {
         )?);
         Ok(())
     }
-    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+    fn snapshot(&mut self, out: &mut dyn SnapshotWriter) -> Result<()> {
         let mut groups: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         for ((start, k), count) in &self.counts {
             let bytes = groups.entry(key_group(hash_key(*k)) as u32).or_default();
@@ -183,7 +185,13 @@ impl Processor for WindowCount {
                 bytes.extend_from_slice(&value.to_le_bytes());
             }
         }
-        Ok(groups.into_iter().map(|(key_group, bytes)| KeyGroupState { key_group, bytes }).collect())
+        // One entry a chunk: every key group is restored from several chunks.
+        for (key_group, bytes) in groups {
+            for entry in bytes.chunks(24) {
+                out.write(key_group, entry)?;
+            }
+        }
+        Ok(())
     }
     fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {
         for state in states {
@@ -302,6 +310,10 @@ impl SinkWriter for CommittingWriter {
 const TOTAL: i64 = 40_000;
 
 fn graph(sink: &Committing) -> PipelineGraph {
+    graph_on(sink, StateBackend::Memory)
+}
+
+fn graph_on(sink: &Committing, state_backend: StateBackend) -> PipelineGraph {
     let nodes = vec![
         GraphNode {
             name: "counter".into(),
@@ -335,7 +347,7 @@ fn graph(sink: &Committing) -> PipelineGraph {
         epoch: Duration::from_millis(10),
         dead_letter_dir: std::env::temp_dir().join("sluice-checkpoint-test-dead-letters"),
         nodes,
-        state_backend: Default::default(),
+        state_backend,
     }
 }
 
@@ -365,8 +377,18 @@ fn options(location: &str, workers: usize, restore: RestoreFrom, savepoint: Opti
 
 /// Runs until the source ends, or stops after `stop_after`.
 fn run(sink: &Committing, options: RunOptions, stop_after: Option<Duration>) -> sluice_runtime::RunReport {
+    run_on(sink, options, stop_after, StateBackend::Memory)
+}
+
+/// Like [`run`], with `backend` as the pipeline's state backend.
+fn run_on(
+    sink: &Committing,
+    options: RunOptions,
+    stop_after: Option<Duration>,
+    backend: StateBackend,
+) -> sluice_runtime::RunReport {
     *sink.run.lock().unwrap() += 1;
-    let runtime = Runtime::new(graph(sink)).unwrap();
+    let runtime = Runtime::new(graph_on(sink, backend)).unwrap();
     if let Some(delay) = stop_after {
         let stop = options.stop.clone();
         std::thread::spawn(move || {
@@ -430,6 +452,29 @@ fn stopping_and_resuming_at_other_parallelisms_commits_exactly_once() {
     );
     let third = run(&sink, options(location, 3, RestoreFrom::Latest, None), None);
     assert!(third.checkpoints.last().unwrap().finished);
+    assert_exactly_expected(&sink);
+}
+
+#[test]
+fn parts_spilled_to_the_state_folder_resume_at_other_parallelisms() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("checkpoints");
+    let location = location.to_str().unwrap();
+    let state = dir.path().join("state");
+    let backend = StateBackend::RocksDb { dir: state.clone() };
+    let sink = Committing::default();
+    let stop = Some(Duration::from_millis(150));
+    let first = run_on(&sink, options(location, 2, RestoreFrom::Latest, None), stop, backend.clone());
+    assert!(!first.checkpoints.last().unwrap().finished, "stopped before the end");
+    let spill = state.join("windows/worker-0.spill");
+    assert!(spill.is_dir(), "parts are spilled to {}", spill.display());
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spilled parts are deleted once uploaded");
+    let second = run_on(&sink, options(location, 1, RestoreFrom::Latest, None), None, backend);
+    assert_eq!(
+        second.restored_from.as_ref().map(|m| m.checkpoint),
+        first.checkpoints.last().map(|m| m.checkpoint)
+    );
+    assert!(second.checkpoints.last().unwrap().finished);
     assert_exactly_expected(&sink);
 }
 

@@ -25,7 +25,9 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
-use sluice_runtime::processor::{EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext};
+use sluice_runtime::processor::{
+    EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, SnapshotWriter,
+};
 use sluice_runtime::{Error, Result};
 
 use crate::diagnose::clean;
@@ -133,8 +135,8 @@ impl Processor for SqlProcessor {
         self.inner.end_of_epoch(out)
     }
 
-    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
-        self.inner.snapshot()
+    fn snapshot(&mut self, out: &mut dyn SnapshotWriter) -> Result<()> {
+        self.inner.snapshot(out)
     }
 
     fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {

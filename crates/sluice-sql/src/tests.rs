@@ -4,7 +4,8 @@ use arrow::array::{
     Array, AsArray, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
-use sluice_runtime::processor::Processor;
+use sluice_runtime::exchange::worker_for_key_group;
+use sluice_runtime::processor::{KeyGroupState, Processor, SnapshotWriter};
 
 use super::*;
 
@@ -357,5 +358,111 @@ fn per_batch_cost() {
             let rate = rows as f64 / per_batch.as_secs_f64() / 1e6;
             eprintln!("{name:24} rows={rows:5}: {per_batch:>10.2?} per batch, {rate:8.1} M rows/s");
         }
+    }
+}
+
+/// A snapshot of `processor` taken as the runtime takes it, asking for chunks of about
+/// `chunk_bytes`.
+pub(crate) fn snapshot(processor: &mut dyn Processor, chunk_bytes: usize) -> Vec<KeyGroupState> {
+    struct Chunks(Vec<KeyGroupState>, usize);
+    impl SnapshotWriter for Chunks {
+        fn write(&mut self, key_group: u32, bytes: &[u8]) -> sluice_runtime::Result<()> {
+            self.0.push(KeyGroupState { key_group, bytes: bytes.to_vec() });
+            Ok(())
+        }
+        fn chunk_bytes(&self) -> usize {
+            self.1
+        }
+    }
+    let mut chunks = Chunks(Vec::new(), chunk_bytes);
+    processor.snapshot(&mut chunks).unwrap();
+    chunks.0
+}
+
+/// Restores into worker `index` of `peers` the chunks of `states` it owns, one at a time, as
+/// the runtime does.
+pub(crate) fn restore_owned(
+    processor: &mut dyn Processor,
+    states: &[KeyGroupState],
+    index: usize,
+    peers: usize,
+) {
+    let owned = states.iter().filter(|s| worker_for_key_group(u64::from(s.key_group), peers) == index);
+    for state in owned {
+        processor.restore(vec![state.clone()]).unwrap();
+    }
+}
+
+/// Counts, per thread, the bytes allocated and not yet freed, and their peak, so that a test
+/// can bound the memory a piece of code holds at once ([`allocations::peak_during`]). Bytes
+/// freed by another thread than the one that allocated them count there; RocksDB's own (C++)
+/// allocations are not seen.
+pub(crate) mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    // Test-only: delegates every call to the system allocator and only counts sizes.
+    #[allow(unsafe_code)]
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments unchanged.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let allocated = unsafe { System.alloc(layout) };
+            if !allocated.is_null() {
+                count(layout.size() as isize);
+            }
+            allocated
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let allocated = unsafe { System.alloc_zeroed(layout) };
+            if !allocated.is_null() {
+                count(layout.size() as isize);
+            }
+            allocated
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            count(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let moved = unsafe { System.realloc(ptr, layout, new_size) };
+            if !moved.is_null() {
+                count(new_size as isize - layout.size() as isize);
+            }
+            moved
+        }
+    }
+
+    fn count(bytes: isize) {
+        // `try_with`: a thread's locals may be gone while it exits. Const-initialised `Cell`s
+        // never allocate, so counting cannot recurse.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + bytes;
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    /// Runs `f`, returning its result and the most bytes this thread held at once while it
+    /// ran, beyond what it held before.
+    pub(crate) fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(before));
+        let result = f();
+        let peak = PEAK.with(Cell::get);
+        (result, usize::try_from(peak - before).unwrap_or(0))
     }
 }

@@ -41,6 +41,17 @@ impl StateBackend {
         }
     }
 
+    /// Where an instance with this backend (see [`for_instance`](Self::for_instance)) writes
+    /// its checkpoint parts before uploading them, so that a part larger than memory never is
+    /// in memory: `<instance dir>.spill` for RocksDB, `None` (parts are built in memory) for
+    /// memory.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        match self {
+            StateBackend::Memory => None,
+            StateBackend::RocksDb { dir } => Some(dir.with_extension("spill")),
+        }
+    }
+
     /// The backend's name as the spec spells it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -272,5 +283,8 @@ mod tests {
             StateBackend::RocksDb { dir: PathBuf::from("/tmp/state/counts/worker-3") }
         );
         assert_eq!(StateBackend::Memory.for_instance("counts", 3), StateBackend::Memory);
+        let instance = backend.for_instance("counts", 3);
+        assert_eq!(instance.spill_dir(), Some(PathBuf::from("/tmp/state/counts/worker-3.spill")));
+        assert_eq!(StateBackend::Memory.spill_dir(), None);
     }
 }

@@ -12,7 +12,11 @@
 //! # How a checkpoint is written
 //!
 //! 1. Every stateful operator on every worker writes its state as one *part* with
-//!    [`CheckpointStore::put_part`]. Part paths contain a random nonce of the writing store handle
+//!    [`CheckpointStore::put_part`], or [`CheckpointStore::put_part_file`] for a part spilled to
+//!    a local file (state larger than memory). Parts larger than [`MULTIPART_CHUNK`] go up in a
+//!    multipart upload, and parts can be read back as a stream
+//!    ([`CheckpointStore::get_part_stream`], [`CheckpointStore::part_reader`]), so a part's size
+//!    is never bounded by memory. Part paths contain a random nonce of the writing store handle
 //!    (one per [`CheckpointStore::open`]), so two runs never write the same object.
 //! 2. When every part is durable (checked with [`protocol::is_complete`]), one worker calls
 //!    [`CheckpointStore::commit_manifest`]. The manifest is the commit record: a checkpoint without
@@ -61,4 +65,6 @@ pub mod testing;
 pub use error::{Error, ErrorKind, Result};
 pub use keyed::{KeyedStore, StateBackend};
 pub use manifest::{CheckpointId, CheckpointKind, MANIFEST_VERSION, Manifest, PartEntry};
-pub use store::{CheckpointStore, GcReport, PartRef, StoreOptions, s3_bucket_store};
+pub use store::{
+    CheckpointStore, GcReport, MULTIPART_CHUNK, PartReader, PartRef, StoreOptions, s3_bucket_store,
+};

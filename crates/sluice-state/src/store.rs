@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -19,10 +21,14 @@ use tracing::{debug, info, warn};
 use crate::protocol::{self, ClaimOutcome, ListedCheckpoint, ListedObject, Listing, ManifestState};
 use crate::{CheckpointId, CheckpointKind, Error, Manifest, PartEntry, Result, layout};
 
-/// Parts larger than this are uploaded in chunks (S3 refuses single puts above 5 GiB).
-const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
-const MULTIPART_CHUNK: usize = 32 * 1024 * 1024;
-const MULTIPART_CONCURRENCY: usize = 4;
+/// Objects larger than this are uploaded in chunks of this size with a multipart upload (S3
+/// refuses single puts above 5 GiB and chunks below 5 MiB but the last). A streamed upload
+/// holds at most `MULTIPART_CONCURRENCY + 1` chunks and one read in memory, whatever the size
+/// of the object.
+pub const MULTIPART_CHUNK: usize = 5 * 1024 * 1024;
+const MULTIPART_CONCURRENCY: usize = 2;
+/// How much of a file a streamed upload reads at once.
+const FILE_READ: usize = 1024 * 1024;
 /// How often a writer tries to claim a checkpoint when racing writers all lost a round.
 const CLAIM_ATTEMPTS: u64 = 3;
 /// The random back-off between claim attempts, multiplied by the attempt number.
@@ -70,6 +76,30 @@ pub struct PartRef {
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,
+    /// How many chunks a multipart upload sent; 0 when the part was written in one put.
+    pub chunks: u64,
+}
+
+/// A part being read with blocking reads; see [`CheckpointStore::part_reader`].
+pub struct PartReader {
+    runtime: tokio::runtime::Handle,
+    chunks: BoxStream<'static, Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for PartReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.runtime.block_on(self.chunks.next()) {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(error)) => return Err(std::io::Error::other(error)),
+                None => return Ok(0),
+            }
+        }
+        let length = buffer.len().min(self.current.len());
+        buffer[..length].copy_from_slice(&self.current.split_to(length));
+        Ok(length)
+    }
 }
 
 /// What [`CheckpointStore::collect_garbage`] did.
@@ -160,14 +190,61 @@ impl CheckpointStore {
         worker: usize,
         bytes: Bytes,
     ) -> Result<PartRef> {
+        let size = bytes.len() as u64;
+        self.put_part_stream(checkpoint, node, worker, size, futures::stream::iter([Ok(bytes)])).await
+    }
+
+    /// Like [`put_part`](Self::put_part), with the part's bytes read from the local file `file`
+    /// as they are uploaded: memory use is bounded (see [`MULTIPART_CHUNK`]) whatever the size
+    /// of the file. Errors reading the file are [`Error::LocalState`].
+    pub async fn put_part_file(
+        &self,
+        checkpoint: CheckpointId,
+        node: &str,
+        worker: usize,
+        file: &std::path::Path,
+    ) -> Result<PartRef> {
+        let local = |error: &dyn fmt::Display| Error::LocalState {
+            dir: file.display().to_string(),
+            reason: format!("cannot read the checkpoint part spilled here: {error}"),
+        };
+        let opened = std::fs::File::open(file).map_err(|e| local(&e))?;
+        let size = opened.metadata().map_err(|e| local(&e))?.len();
+        let chunks = futures::stream::try_unfold(opened, move |opened| async move {
+            let read = tokio::task::spawn_blocking(move || {
+                let mut chunk = Vec::with_capacity(FILE_READ);
+                let read = (&opened).take(FILE_READ as u64).read_to_end(&mut chunk);
+                read.map(|_| (opened, chunk))
+            });
+            let (opened, chunk) = read.await.map_err(|e| local(&e))?.map_err(|e| local(&e))?;
+            Ok((!chunk.is_empty()).then(|| (Bytes::from(chunk), opened)))
+        });
+        self.put_part_stream(checkpoint, node, worker, size, chunks).await
+    }
+
+    async fn put_part_stream(
+        &self,
+        checkpoint: CheckpointId,
+        node: &str,
+        worker: usize,
+        size: u64,
+        chunks: impl Stream<Item = Result<Bytes>> + Send,
+    ) -> Result<PartRef> {
         if node.is_empty() {
             return Err(self.invalid_request("a part needs a node name, got an empty one".to_owned()));
         }
         let path = layout::part_path(checkpoint, node, worker, &self.inner.nonce);
-        let size = bytes.len() as u64;
-        self.write(&path, bytes).await?;
-        debug!(location = self.location(), checkpoint, node, worker, bytes = size, "wrote checkpoint part");
-        Ok(PartRef { path, bytes: size })
+        let chunks = self.write_stream(&path, size, chunks).await?;
+        debug!(
+            location = self.location(),
+            checkpoint,
+            node,
+            worker,
+            bytes = size,
+            chunks,
+            "wrote checkpoint part"
+        );
+        Ok(PartRef { path, bytes: size, chunks })
     }
 
     /// Reads a part by its path relative to the store root (as recorded in a [`PartEntry`]).
@@ -178,6 +255,26 @@ impl CheckpointStore {
             Err(error) => Err(error),
         };
         result.map_err(|error| self.read_error(path, error))
+    }
+
+    /// Reads a part as a stream of chunks, with its size: memory use is bounded whatever the
+    /// size of the part.
+    pub async fn get_part_stream(&self, path: &str) -> Result<(u64, BoxStream<'static, Result<Bytes>>)> {
+        let object = self.object_path(path)?;
+        let result = self.inner.objects.get(&object).await.map_err(|error| self.read_error(path, error))?;
+        let size = result.meta.size;
+        let (store, path) = (self.clone(), path.to_owned());
+        let chunks = result.into_stream().map_err(move |error| store.read_error(&path, error));
+        Ok((size, chunks.boxed()))
+    }
+
+    /// Reads a part as a blocking [`Read`], for threads that are not the async runtime's: each
+    /// read waits on `runtime` for the next chunk of the object. Memory use is bounded whatever
+    /// the size of the part. Read errors are [`std::io::Error`]s wrapping this crate's
+    /// [`Error`].
+    pub fn part_reader(&self, path: &str, runtime: &tokio::runtime::Handle) -> Result<PartReader> {
+        let (_, chunks) = runtime.block_on(self.get_part_stream(path))?;
+        Ok(PartReader { runtime: runtime.clone(), chunks, current: Bytes::new() })
     }
 
     /// Commits `manifest`, which makes its checkpoint complete. Create-only: returns
@@ -360,19 +457,15 @@ impl CheckpointStore {
         // lifetime, which spawning it on a runtime needs.
         let parts: Vec<PartEntry> = futures::stream::iter(manifest.parts.clone())
             .map(|part| async move {
-                let bytes = self.get_part(&part.path).await?;
-                if bytes.len() as u64 != part.bytes {
+                let (size, chunks) = self.get_part_stream(&part.path).await?;
+                if size != part.bytes {
                     return Err(Error::Corrupt {
                         location: self.location().to_owned(),
                         path: part.path.clone(),
-                        reason: format!(
-                            "it has {} bytes but the manifest records {}",
-                            bytes.len(),
-                            part.bytes
-                        ),
+                        reason: format!("it has {size} bytes but the manifest records {}", part.bytes),
                     });
                 }
-                let copy = target.put_part(id, &part.node, part.worker, bytes).await?;
+                let copy = target.put_part_stream(id, &part.node, part.worker, size, chunks).await?;
                 Ok(PartEntry { path: copy.path, ..part })
             })
             .buffered(COPY_CONCURRENCY)
@@ -441,34 +534,65 @@ impl CheckpointStore {
     }
 
     async fn write(&self, path: &str, bytes: Bytes) -> Result<()> {
+        let size = bytes.len() as u64;
+        self.write_stream(path, size, futures::stream::iter([Ok(bytes)])).await.map(drop)
+    }
+
+    /// Writes the `size` bytes of `chunks` to `path`: in one put if they fit in one
+    /// [`MULTIPART_CHUNK`], else with a multipart upload that holds at most a few chunks in
+    /// memory. Returns how many chunks a multipart upload sent (0 for one put).
+    async fn write_stream(
+        &self,
+        path: &str,
+        size: u64,
+        chunks: impl Stream<Item = Result<Bytes>> + Send,
+    ) -> Result<u64> {
         let object = self.object_path(path)?;
         let store = &self.inner.objects;
-        let result = if bytes.len() <= MULTIPART_THRESHOLD {
-            store.put(&object, PutPayload::from_bytes(bytes)).await.map(drop)
-        } else {
-            match store.put_multipart(&object).await {
-                Ok(upload) => {
-                    let mut upload = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
-                    let mut offset = 0;
-                    let mut result = Ok(());
-                    while offset < bytes.len() && result.is_ok() {
-                        let end = (offset + MULTIPART_CHUNK).min(bytes.len());
-                        result = upload.wait_for_capacity(MULTIPART_CONCURRENCY).await;
-                        upload.put(bytes.slice(offset..end));
-                        offset = end;
-                    }
-                    match result {
-                        Ok(()) => upload.finish().await.map(drop),
-                        Err(error) => {
-                            let _ = upload.abort().await;
-                            Err(error)
-                        }
-                    }
-                }
-                Err(error) => Err(error),
+        let mut chunks = std::pin::pin!(chunks);
+        let mut written = 0u64;
+        if size <= MULTIPART_CHUNK as u64 {
+            let mut payload = Vec::new();
+            while let Some(chunk) = chunks.try_next().await? {
+                written += chunk.len() as u64;
+                payload.push(chunk);
             }
-        };
-        result.map_err(|error| self.storage_error("write", path, error))
+            self.check_streamed(path, size, written)?;
+            let put = store.put(&object, payload.into_iter().collect::<PutPayload>()).await;
+            return put.map(|_| 0).map_err(|error| self.storage_error("write", path, error));
+        }
+        let upload = store.put_multipart(&object).await.map_err(|e| self.storage_error("write", path, e))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
+        let mut fed = async {
+            while let Some(chunk) = chunks.try_next().await? {
+                upload
+                    .wait_for_capacity(MULTIPART_CONCURRENCY)
+                    .await
+                    .map_err(|e| self.storage_error("write", path, e))?;
+                written += chunk.len() as u64;
+                upload.put(chunk);
+            }
+            self.check_streamed(path, size, written)
+        }
+        .await;
+        if fed.is_ok() {
+            fed = upload.finish().await.map(drop).map_err(|e| self.storage_error("write", path, e));
+        } else {
+            let _ = upload.abort().await;
+        }
+        fed.map(|()| size.div_ceil(MULTIPART_CHUNK as u64))
+    }
+
+    /// A stream that was to write `size` bytes to `path` gave `written`.
+    fn check_streamed(&self, path: &str, size: u64, written: u64) -> Result<()> {
+        if written == size {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            location: self.location().to_owned(),
+            path: path.to_owned(),
+            reason: format!("its source gave {written} bytes instead of the {size} announced"),
+        })
     }
 
     async fn delete(&self, path: &str) -> Result<()> {

@@ -4,7 +4,10 @@
 //! The protocol, in timely terms: checkpoint boundaries are epochs `b` with
 //! `(b + 1) % interval_epochs == 0`. When a node's input frontier passes `b`, its state covers
 //! exactly the epochs up to `b`; it serializes that state, uploads it as one part, and holds a
-//! capability at `b` on its parts output until the upload is durable. A coordinator on worker
+//! capability at `b` on its parts output until the upload is durable. A stateful processor
+//! writes its part chunk by chunk ([`part`]); with the RocksDB backend the part goes to a local
+//! spill file, streamed to the store in a multipart upload, and a restore streams it back, so
+//! state larger than memory can be checkpointed and restored. A coordinator on worker
 //! 0 sees its frontier pass `b` only when every node on every worker has reported its part;
 //! it then writes the manifest (create-only), and broadcasts "checkpoint N complete" so sinks
 //! commit. When the pipeline stops or its bounded sources end, every node saves a final part

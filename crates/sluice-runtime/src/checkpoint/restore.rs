@@ -1,35 +1,65 @@
 //! Resuming a run: reads a manifest's parts and hands every node what it saved, regrouped for
 //! the new parallelism (sources get every split's position, processors their key groups).
+//!
+//! Sources' and sinks' parts are small and read up front. Processors' parts may be larger
+//! than memory: each worker streams every part of its processor when it starts, handing the
+//! processor the chunks of the key groups it owns one at a time ([`ProcessorRestore::feed`]).
 
 use std::collections::HashMap;
+use std::io::BufReader;
 use std::sync::Arc;
 
 use sluice_state::{CheckpointStore, Manifest};
 
-use super::part::{ProcessorPart, SinkPart, SourcePart};
+use super::part::{ProcessorPartReader, SinkPart, SourcePart};
 use crate::connector::SplitState;
 use crate::error::{Error, Result};
 use crate::exchange::worker_for_key_group;
 use crate::graph::{NodeKind, PipelineGraph};
-use crate::processor::{EventTime, KeyGroupState};
+use crate::processor::{EventTime, Processor};
 
-/// What a stateful processor resumes from.
-#[derive(Debug, Clone, Default)]
+/// How much of a part a restoring worker reads ahead.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// What a stateful processor resumes from: the parts its previous instances wrote.
+#[derive(Debug, Clone)]
 pub struct ProcessorRestore {
-    /// The lowest watermark any of its instances had reached.
-    pub watermark: Option<EventTime>,
-    /// All key groups, from all previous instances.
-    pub key_groups: Vec<KeyGroupState>,
+    /// The processor's node name.
+    node: String,
+    /// Where the parts are.
+    store: CheckpointStore,
+    /// The parts' paths in `store`, one per previous instance.
+    pub parts: Vec<String>,
 }
 
 impl ProcessorRestore {
-    /// The key groups that worker `index` of `peers` owns.
-    pub fn owned_by(&self, index: usize, peers: usize) -> Vec<KeyGroupState> {
-        self.key_groups
-            .iter()
-            .filter(|state| worker_for_key_group(u64::from(state.key_group), peers) == index)
-            .cloned()
-            .collect()
+    /// Streams every part into `processor`, worker `index` of `peers`: the chunks of the key
+    /// groups it owns, one at a time, with blocking reads on `io`. Returns the lowest
+    /// watermark any previous instance had reached.
+    pub fn feed(
+        &self,
+        processor: &mut dyn Processor,
+        index: usize,
+        peers: usize,
+        io: &tokio::runtime::Handle,
+    ) -> Result<Option<EventTime>> {
+        let owned = |key_group: u32| worker_for_key_group(u64::from(key_group), peers) == index;
+        let mut watermark: Option<EventTime> = None;
+        for path in &self.parts {
+            let reader = self.store.part_reader(path, io).map_err(|error| {
+                Error::user(format!("reading {path} from {}: {error}", self.store.location()))
+            })?;
+            let mut part =
+                ProcessorPartReader::open(BufReader::with_capacity(READ_BUFFER, reader), &self.node)?;
+            watermark = match (watermark, part.watermark()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            while let Some(chunk) = part.next_chunk(owned)? {
+                processor.restore(vec![chunk])?;
+            }
+        }
+        Ok(watermark)
     }
 }
 
@@ -64,6 +94,15 @@ pub async fn load(store: &CheckpointStore, manifest: Manifest, graph: &PipelineG
                 manifest.checkpoint, entry.node, graph.name
             )));
         };
+        if let NodeKind::Processor { .. } = &node.kind {
+            let state = restored.processors.entry(node.name.clone()).or_insert_with(|| ProcessorRestore {
+                node: node.name.clone(),
+                store: store.clone(),
+                parts: Vec::new(),
+            });
+            state.parts.push(entry.path.clone());
+            continue;
+        }
         let bytes = store.get_part(&entry.path).await.map_err(|error| {
             Error::user(format!("reading {} from {}: {error}", entry.path, store.location()))
         })?;
@@ -72,15 +111,7 @@ pub async fn load(store: &CheckpointStore, manifest: Manifest, graph: &PipelineG
                 let part = SourcePart::decode(&bytes, &node.name)?;
                 sources.entry(node.name.clone()).or_default().extend(part.splits);
             }
-            NodeKind::Processor { .. } => {
-                let part = ProcessorPart::decode(&bytes, &node.name)?;
-                let state = restored.processors.entry(node.name.clone()).or_default();
-                state.watermark = match (state.watermark, part.watermark) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                state.key_groups.extend(part.key_groups);
-            }
+            NodeKind::Processor { .. } => {}
             NodeKind::Sink { .. } => {
                 let part = SinkPart::decode(&bytes, &node.name)?;
                 let prepared = sinks.entry(node.name.clone()).or_default();

@@ -1,7 +1,10 @@
 //! Part uploads that do not stop the worker: the bytes go to the object store on the I/O
 //! runtime while the node keeps a capability at the checkpoint's epoch; the worker is woken
 //! when an upload ends and the node then reports the part and releases the capability.
+//! A part is either in memory or spilled to a local file, which is streamed to the store and
+//! then deleted.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,20 @@ struct Pending {
     slot: Slot,
 }
 
+/// The bytes of a part to upload.
+pub(crate) enum PartBody {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// In a local file, deleted once uploaded (or not).
+    File(PathBuf),
+}
+
+impl From<Vec<u8>> for PartBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        PartBody::Bytes(bytes)
+    }
+}
+
 /// The uploads of one node on one worker.
 pub(crate) struct Uploads {
     run: Arc<CheckpointRun>,
@@ -44,12 +61,12 @@ impl Uploads {
         Self { run, node: node.to_owned(), worker, activator: Arc::new(activator), pending: Vec::new() }
     }
 
-    /// Starts uploading `bytes` as this node's part of `checkpoint`, holding `capability`
+    /// Starts uploading `body` as this node's part of `checkpoint`, holding `capability`
     /// (on the parts output, at the checkpoint's epoch) until it is durable.
     pub(crate) fn start(
         &mut self,
         checkpoint: u64,
-        bytes: Vec<u8>,
+        body: impl Into<PartBody>,
         capability: Capability<u64>,
         alignment: Duration,
         finished: bool,
@@ -57,9 +74,18 @@ impl Uploads {
         let slot: Slot = Arc::default();
         let (store, node, worker) = (self.run.store.clone(), self.node.clone(), self.worker);
         let (done, activator) = (slot.clone(), self.activator.clone());
+        let body = body.into();
         self.run.io.spawn(async move {
-            let result =
-                store.put_part(checkpoint, &node, worker, bytes.into()).await.map_err(|e| e.to_string());
+            let result = match body {
+                PartBody::Bytes(bytes) => store.put_part(checkpoint, &node, worker, bytes.into()).await,
+                PartBody::File(file) => {
+                    let result = store.put_part_file(checkpoint, &node, worker, &file).await;
+                    // Scratch: the store has the part now, or the checkpoint fails anyway.
+                    let _ = std::fs::remove_file(&file);
+                    result
+                }
+            };
+            let result = result.map_err(|e| e.to_string());
             if let Ok(mut slot) = done.lock() {
                 *slot = Some(result);
             }

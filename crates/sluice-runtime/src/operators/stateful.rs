@@ -4,6 +4,9 @@
 //! ones after, and uploaded without blocking the worker.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +22,16 @@ use timely::progress::operate::FrontierInterest;
 use super::{Failure, frontier_min};
 use crate::batch::Batch;
 use crate::checkpoint::CheckpointRun;
-use crate::checkpoint::part::ProcessorPart;
+use crate::checkpoint::part::ProcessorPartWriter;
 use crate::checkpoint::restore::ProcessorRestore;
-use crate::checkpoint::upload::Uploads;
-use crate::error::Result;
+use crate::checkpoint::upload::{PartBody, Uploads};
+use crate::error::{Error, Result};
 use crate::metrics::OperatorMetrics;
-use crate::processor::{Processor, ProcessorContext};
+use crate::processor::{EventTime, Processor, ProcessorContext};
 use crate::watermark::WatermarkTracker;
+
+/// How much of a spilled part is buffered before it is written to the file.
+const SPILL_BUFFER: usize = 1024 * 1024;
 
 /// What a stateful node needs besides its processor.
 pub(crate) struct StatefulSetup {
@@ -77,11 +83,13 @@ where
     builder.build_reschedule(move |mut capabilities| {
         let mut parts_base = capabilities.pop();
         let mut base = capabilities.pop();
-        let restored_watermark = restore.as_ref().and_then(|restore| restore.watermark);
-        let opened = processor.open(context).and_then(|()| match &restore {
-            Some(restore) => processor.restore(restore.owned_by(worker, peers)),
-            None => Ok(()),
+        let spill = checkpoints.as_ref().and_then(|_| context.state.spill_dir());
+        let opened = processor.open(context).and_then(|()| match (&restore, &checkpoints) {
+            (Some(restore), Some(run)) => restore.feed(&mut *processor, worker, peers, &run.io),
+            _ => Ok(None),
         });
+        let opened = opened.and_then(|watermark| prepare_spill(spill.as_deref()).map(|()| watermark));
+        let restored_watermark = opened.as_ref().ok().copied().flatten();
         if let Err(error) = opened {
             failure.record(&name, error.context("opening or restoring state"));
         }
@@ -139,9 +147,9 @@ where
                         close_epoch(&mut open_epoch, epoch, &mut *processor, &mut results)?;
                         emit(&mut output, base_cap, epoch, &mut results, &metrics);
                         let alignment = entry.get().arrived.map_or(Duration::ZERO, |at| at.elapsed());
-                        let bytes = snapshot_part(&mut *processor, &tracker)?;
+                        let body = snapshot_part(&mut *processor, &tracker, spill.as_deref(), checkpoint)?;
                         if let Some(uploads) = uploads.as_mut() {
-                            uploads.start(checkpoint, bytes, parts_cap.delayed(&epoch), alignment, false);
+                            uploads.start(checkpoint, body, parts_cap.delayed(&epoch), alignment, false);
                         }
                     }
                     let Pending { batches, .. } = entry.remove();
@@ -178,9 +186,9 @@ where
                     emit(&mut output, base_cap, open, &mut results, &metrics);
                 }
                 for (epoch, checkpoint) in boundaries {
-                    let bytes = snapshot_part(&mut *processor, &tracker)?;
+                    let body = snapshot_part(&mut *processor, &tracker, spill.as_deref(), checkpoint)?;
                     if let Some(uploads) = uploads.as_mut() {
-                        uploads.start(checkpoint, bytes, parts_cap.delayed(&epoch), Duration::ZERO, false);
+                        uploads.start(checkpoint, body, parts_cap.delayed(&epoch), Duration::ZERO, false);
                     }
                 }
                 Ok(())
@@ -205,10 +213,11 @@ where
                     if let (Some(uploads), Some(schedule)) = (uploads.as_mut(), schedule)
                         && !failure.has_failed()
                     {
-                        match snapshot_part(&mut *processor, &tracker) {
-                            Ok(bytes) => uploads.start(
+                        match snapshot_part(&mut *processor, &tracker, spill.as_deref(), schedule.final_id())
+                        {
+                            Ok(body) => uploads.start(
                                 schedule.final_id(),
-                                bytes,
+                                body,
                                 parts_cap.clone(),
                                 Duration::ZERO,
                                 false,
@@ -229,9 +238,54 @@ where
     (stream, parts)
 }
 
-/// The processor's state and merged input watermark, as the bytes of its checkpoint part.
-fn snapshot_part(processor: &mut dyn Processor, tracker: &WatermarkTracker) -> Result<Vec<u8>> {
-    Ok(ProcessorPart { watermark: tracker.current(), key_groups: processor.snapshot()? }.encode())
+/// The processor's state and merged input watermark as its part of `checkpoint`: in memory,
+/// or with `spill`, streamed to a file there (so that state larger than memory never is in
+/// memory at once).
+fn snapshot_part(
+    processor: &mut dyn Processor,
+    tracker: &WatermarkTracker,
+    spill: Option<&Path>,
+    checkpoint: u64,
+) -> Result<PartBody> {
+    let Some(dir) = spill else {
+        let mut part = ProcessorPartWriter::new(Vec::new(), tracker.current())?;
+        processor.snapshot(&mut part)?;
+        return Ok(PartBody::Bytes(part.finish()?));
+    };
+    let path = dir.join(format!("checkpoint-{checkpoint}.part"));
+    match spill_part(processor, tracker.current(), &path) {
+        Ok(()) => Ok(PartBody::File(path)),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            Err(error)
+        }
+    }
+}
+
+/// Writes the processor's part to the file `path` through a small buffer. The file is scratch
+/// until uploaded: it is not synced to disk.
+fn spill_part(processor: &mut dyn Processor, watermark: Option<EventTime>, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| spill_failed(path, e))?;
+    let mut part = ProcessorPartWriter::new(BufWriter::with_capacity(SPILL_BUFFER, file), watermark)?;
+    processor.snapshot(&mut part)?;
+    part.finish()?.into_inner().map(drop).map_err(|e| spill_failed(path, e.into_error()))
+}
+
+/// Empties (or creates) the folder parts are spilled to: files there are scratch left by an
+/// earlier run.
+fn prepare_spill(spill: Option<&Path>) -> Result<()> {
+    let Some(dir) = spill else { return Ok(()) };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| spill_failed(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| spill_failed(dir, e))
+}
+
+fn spill_failed(path: &Path, error: std::io::Error) -> Error {
+    Error::external(
+        format!("writing checkpoint state to {} (set `state.path` to a folder with room)", path.display()),
+        error,
+    )
 }
 
 /// Calls `end_of_epoch` for the open epoch `epoch`.

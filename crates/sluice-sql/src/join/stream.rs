@@ -30,7 +30,8 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use sluice_runtime::dead_letter::{DeadLetter, DeadLetterSink};
 use sluice_runtime::exchange::key_group;
 use sluice_runtime::processor::{
-    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, StateBackend,
+    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, SnapshotWriter,
+    StateBackend,
 };
 use sluice_runtime::{Error, Result};
 
@@ -532,7 +533,7 @@ impl StreamJoin {
         }
     }
 
-    fn snapshot_groups(&self) -> DfResult<Vec<KeyGroupState>> {
+    fn snapshot_groups(&self, out: &mut dyn SnapshotWriter) -> DfResult<()> {
         let mut groups: BTreeMap<u32, [Vec<KeptRow>; 2]> = BTreeMap::new();
         for (side, state) in self.state.iter().enumerate() {
             for (hash, entries) in &state.keys {
@@ -542,15 +543,14 @@ impl StreamJoin {
                 }
             }
         }
-        let mut states = Vec::with_capacity(groups.len());
         for (key_group, sides) in groups {
             let mut encoded = [Vec::new(), Vec::new()];
             for (side, rows) in sides.iter().enumerate().filter(|(_, rows)| !rows.is_empty()) {
                 encoded[side] = self.encode(side, rows)?;
             }
-            states.push(KeyGroupState { key_group, bytes: key_group_bytes(self.watermark, encoded) });
+            write_chunk(out, key_group, &key_group_bytes(self.watermark, encoded))?;
         }
-        Ok(states)
+        Ok(())
     }
 
     /// Rows of `side` as IPC: the side's columns, then each row's time, matched flag and its
@@ -748,10 +748,13 @@ impl StreamJoin {
         Ok(())
     }
 
-    /// The stored rows in the in-memory join's snapshot format.
-    fn stored_snapshot(&self) -> DfResult<Vec<KeyGroupState>> {
+    /// The stored rows in the in-memory join's snapshot format, in chunks of one key group and
+    /// about [`SnapshotWriter::chunk_bytes`] each (one row more at most), so that no more than
+    /// one chunk is in memory.
+    fn stored_snapshot(&self, out: &mut dyn SnapshotWriter) -> DfResult<()> {
         let stored = self.stored()?;
         let plan = &self.plan;
+        let chunk_bytes = out.chunk_bytes();
         let stamp = |updated: i64| {
             if updated == i64::MIN { self.first_watermark.unwrap_or(updated) } else { updated }
         };
@@ -765,25 +768,26 @@ impl StreamJoin {
             let updated: Int64Array = rows.iter().map(|row| stamp(row.updated)).collect();
             encode_side(&plan.sides[side].schema, columns, time, matched, updated)
         };
-        let mut states = Vec::new();
-        let mut current: Option<(u32, [Vec<StoredRow>; 2])> = None;
         let mut finish = |group: u32, sides: [Vec<StoredRow>; 2]| -> DfResult<()> {
             let encoded = [encode(0, &sides[0])?, encode(1, &sides[1])?];
-            states.push(KeyGroupState { key_group: group, bytes: key_group_bytes(self.watermark, encoded) });
-            Ok(())
+            write_chunk(out, group, &key_group_bytes(self.watermark, encoded))
         };
+        // The key group, its rows of each side so far, and their size.
+        let mut current: Option<(u32, [Vec<StoredRow>; 2], usize)> = None;
         stored.scan(|group, side, _, row| {
-            if current.as_ref().is_some_and(|(g, _)| *g != group) {
-                let (g, sides) = current.take().expect("invariant: checked just above");
+            if current.as_ref().is_some_and(|(g, _, bytes)| *g != group || *bytes >= chunk_bytes) {
+                let (g, sides, _) = current.take().expect("invariant: checked just above");
                 finish(g, sides)?;
             }
-            current.get_or_insert_with(|| (group, Default::default())).1[side].push(row);
+            let (_, sides, bytes) = current.get_or_insert_with(|| (group, Default::default(), 0));
+            *bytes += row.id.len() + row.row.len() + 9;
+            sides[side].push(row);
             Ok(())
         })?;
-        if let Some((group, sides)) = current {
+        if let Some((group, sides, _)) = current {
             finish(group, sides)?;
         }
-        Ok(states)
+        Ok(())
     }
 
     /// Keeps restored rows of `side` in RocksDB.
@@ -839,6 +843,10 @@ fn encode_side(
     writer.write(&batch)?;
     writer.finish()?;
     Ok(writer.into_inner()?)
+}
+
+fn write_chunk(out: &mut dyn SnapshotWriter, key_group: u32, bytes: &[u8]) -> DfResult<()> {
+    out.write(key_group, bytes).map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// A snapshot of one key group: format version, watermark, then each side's IPC stream with
@@ -921,9 +929,10 @@ impl Processor for StreamJoin {
         self.expire(out).map_err(|e| failed("SQL join", &e))
     }
 
-    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
-        let states = if self.stored.is_some() { self.stored_snapshot() } else { self.snapshot_groups() };
-        states.map_err(|e| Error::internal(format!("join snapshot failed: {e}")))
+    fn snapshot(&mut self, out: &mut dyn SnapshotWriter) -> Result<()> {
+        let written =
+            if self.stored.is_some() { self.stored_snapshot(out) } else { self.snapshot_groups(out) };
+        written.map_err(|e| Error::internal(format!("join snapshot failed: {e}")))
     }
 
     fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {

@@ -13,9 +13,12 @@ use arrow::json::ReaderBuilder;
 use serde_json::{Value, json};
 use sluice_runtime::connector::WorkerPosition;
 use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
-use sluice_runtime::exchange::{key_group, worker_for_key_group};
-use sluice_runtime::processor::{END_OF_TIME, LookupTable, Processor, ProcessorContext, StateBackend};
+use sluice_runtime::exchange::key_group;
+use sluice_runtime::processor::{
+    DEFAULT_CHUNK_BYTES, END_OF_TIME, LookupTable, Processor, ProcessorContext, StateBackend,
+};
 
+use crate::tests::{restore_owned, snapshot};
 use crate::{Diagnostic, PlanOptions, SqlInput, SqlLookup, SqlProcessor, plan};
 
 fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
@@ -201,7 +204,7 @@ fn snapshot_restored_on_two_workers_by_key_group_equals_an_uninterrupted_run() {
         let mut first = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
         open_on(&mut first, before_in_rocksdb, dir.path());
         let mut out = run(&mut first, before);
-        let states = first.snapshot().unwrap();
+        let states = snapshot(&mut first, DEFAULT_CHUNK_BYTES);
         assert!(states.len() > 1);
         assert!(first.state_size() > 0);
         let backend = after_in_rocksdb.then_some(dir.path());
@@ -229,15 +232,36 @@ fn resume_on_workers(
     events: &[Event],
     rocksdb: Option<&std::path::Path>,
 ) -> Vec<RecordBatch> {
+    let mut workers = restored_workers(peers, template, &states, rocksdb);
+    run_on_workers(&mut workers, template, events)
+}
+
+/// `peers` fresh instances of `template`, each with the chunks of `states` it owns, restored
+/// one at a time as the runtime does, and its state in RocksDB under `rocksdb` if given.
+fn restored_workers(
+    peers: usize,
+    template: &dyn Processor,
+    states: &[sluice_runtime::processor::KeyGroupState],
+    rocksdb: Option<&std::path::Path>,
+) -> Vec<Box<dyn Processor>> {
     let mut workers: Vec<Box<dyn Processor>> = (0..peers).map(|_| template.clone_box()).collect();
     if let Some(dir) = rocksdb {
         workers.iter_mut().for_each(|worker| open_on(worker.as_mut(), true, dir));
     }
     for (index, worker) in workers.iter_mut().enumerate() {
-        let owned =
-            states.iter().filter(|s| worker_for_key_group(u64::from(s.key_group), peers) == index).cloned();
-        worker.restore(owned.collect()).unwrap();
+        restore_owned(worker.as_mut(), states, index, peers);
     }
+    workers
+}
+
+/// Runs `events` on `workers`, every batch split by the processor's keys as the runtime's
+/// exchange would.
+fn run_on_workers(
+    workers: &mut [Box<dyn Processor>],
+    template: &dyn Processor,
+    events: &[Event],
+) -> Vec<RecordBatch> {
+    let peers = workers.len();
     let hashers = template.key_by();
     let mut out = Vec::new();
     for event in events {
@@ -255,6 +279,39 @@ fn resume_on_workers(
         }
     }
     out
+}
+
+#[test]
+fn rocksdb_join_state_streamed_in_small_chunks_restores_at_another_parallelism_and_backend() {
+    let (auctions, persons) = q3_data();
+    let events = q3_events(&auctions, &persons);
+    let expected = q3_expected(&auctions, &persons);
+    let (before, after) = events.split_at(events.len() / 2);
+    let template = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
+    for (from, to) in [(1, 2), (2, 1), (2, 2)] {
+        for (before_in_rocksdb, after_in_rocksdb) in [(true, true), (true, false), (false, true)] {
+            for chunk_bytes in [1, 100, DEFAULT_CHUNK_BYTES] {
+                let dir = tempfile::tempdir().unwrap();
+                let rocksdb = |on: bool| on.then_some(dir.path());
+                let mut first = restored_workers(from, &template, &[], rocksdb(before_in_rocksdb));
+                let mut out = run_on_workers(&mut first, &template, before);
+                let states: Vec<_> =
+                    first.iter_mut().flat_map(|w| snapshot(w.as_mut(), chunk_bytes)).collect();
+                let groups: BTreeSet<u32> = states.iter().map(|s| s.key_group).collect();
+                if before_in_rocksdb && chunk_bytes == 1 {
+                    assert!(states.len() > groups.len(), "key groups are cut into chunks");
+                }
+                let mut second = restored_workers(to, &template, &states, rocksdb(after_in_rocksdb));
+                out.extend(run_on_workers(&mut second, &template, after));
+                assert_eq!(
+                    rows(&out),
+                    expected,
+                    "workers {from} → {to}, rocksdb before/after {before_in_rocksdb}/{after_in_rocksdb}, \
+                     chunks of {chunk_bytes} bytes"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -289,9 +346,12 @@ fn state_ttl_drops_quiet_keys(rocksdb: bool) {
     let out = run(&mut processor, &events);
     let expected = sorted(vec![json!({"name": "early", "id": 10}), json!({"name": "later", "id": 12})]);
     assert_eq!(rows(&out), expected, "rocksdb: {rocksdb}");
-    assert!(!processor.snapshot().unwrap().is_empty());
+    assert!(!snapshot(&mut processor, DEFAULT_CHUNK_BYTES).is_empty());
     run(&mut processor, &[Event::Watermark(40_000)]);
-    assert!(processor.snapshot().unwrap().is_empty(), "every key expired; rocksdb: {rocksdb}");
+    assert!(
+        snapshot(&mut processor, DEFAULT_CHUNK_BYTES).is_empty(),
+        "every key expired; rocksdb: {rocksdb}"
+    );
     if !rocksdb {
         assert_eq!(processor.state_size(), 0);
     }
@@ -383,7 +443,7 @@ fn interval_left_join_restored_on_two_workers_equals_an_uninterrupted_run() {
     let (before, after) = events.split_at(events.len() / 2);
     let mut first = planned(sql, &interval_inputs(), &PlanOptions::default());
     let mut out = run(&mut first, before);
-    let states = first.snapshot().unwrap();
+    let states = snapshot(&mut first, DEFAULT_CHUNK_BYTES);
     out.extend(resume_on_two_workers(&first, states, after));
     assert_eq!(rows(&out), interval_expected(true));
 }
@@ -523,7 +583,7 @@ fn window_join_restored_on_one_and_two_workers_equals_an_uninterrupted_run() {
         let (before, after) = events.split_at(split);
         let mut first = planned(sql, &inputs, &PlanOptions::default());
         let out = run(&mut first, before);
-        let states = first.snapshot().unwrap();
+        let states = snapshot(&mut first, DEFAULT_CHUNK_BYTES);
         assert!(!states.is_empty());
         for peers in [1, 2] {
             let mut resumed = out.clone();
@@ -668,7 +728,8 @@ fn snapshot_key_groups_are_those_of_the_exchange_hashes() {
     let (auctions, persons) = q3_data();
     let mut processor = planned(Q3, &nexmark_inputs(), &PlanOptions::default());
     run(&mut processor, &q3_events(&auctions, &persons));
-    let groups: BTreeSet<u32> = processor.snapshot().unwrap().iter().map(|s| s.key_group).collect();
+    let groups: BTreeSet<u32> =
+        snapshot(&mut processor, DEFAULT_CHUNK_BYTES).iter().map(|s| s.key_group).collect();
     let mut hashed = BTreeSet::new();
     for event in q3_events(&auctions, &persons) {
         if let Event::Batch(input, batch) = event {

@@ -51,7 +51,8 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use sluice_runtime::dead_letter::DeadLetter;
 use sluice_runtime::exchange::{MAX_KEY_GROUPS, key_group};
 use sluice_runtime::processor::{
-    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, StateBackend,
+    END_OF_TIME, EventTime, KeyGroupState, KeyHasher, Processor, ProcessorContext, SnapshotWriter,
+    StateBackend,
 };
 use sluice_runtime::{Error, Result};
 
@@ -694,12 +695,10 @@ impl Aggregation {
         Ok(())
     }
 
-    /// The state as rows, all key groups together.
+    /// The in-memory state as rows, all key groups together (stored state is snapshotted by
+    /// [`StoredUpdating::snapshot`]).
     fn state_rows(&mut self) -> DfResult<Option<RecordBatch>> {
         let schema = self.state_schema()?;
-        if let State::Stored(stored) = &self.state {
-            return stored.rows(&schema, self.now(), self.plan.state_ttl);
-        }
         let mut parts = Vec::new();
         let part = |keys: &KeyIndex,
                     ids: &[u32],
@@ -970,26 +969,28 @@ impl Processor for Aggregation {
         }
     }
 
-    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+    fn snapshot(&mut self, out: &mut dyn SnapshotWriter) -> Result<()> {
+        if let State::Stored(stored) = &self.state {
+            let schema = self.state_schema().map_err(|e| failed(&e))?;
+            let clock = (self.now(), self.plan.state_ttl);
+            return stored
+                .snapshot(&schema, clock, out.chunk_bytes(), |group, rows| write_chunk(out, group, &rows))
+                .map_err(|e| failed(&e));
+        }
         let Some(rows) = self.state_rows().map_err(|e| failed(&e))? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let hashes = rows.column(0).as_primitive::<UInt64Type>();
         let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); MAX_KEY_GROUPS as usize];
         for (row, hash) in hashes.values().iter().enumerate() {
             by_group[key_group(*hash) as usize].push(row as u32);
         }
-        let mut states = Vec::new();
         for (group, rows_of_group) in by_group.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
             let part =
                 take_record_batch(&rows, &UInt32Array::from(rows_of_group)).map_err(|e| failed(&e.into()))?;
-            let mut writer =
-                StreamWriter::try_new(Vec::new(), &rows.schema()).map_err(|e| failed(&e.into()))?;
-            writer.write(&part).map_err(|e| failed(&e.into()))?;
-            let bytes = writer.into_inner().map_err(|e| failed(&e.into()))?;
-            states.push(KeyGroupState { key_group: group as u32, bytes });
+            write_chunk(out, group as u32, &part).map_err(|e| failed(&e))?;
         }
-        Ok(states)
+        Ok(())
     }
 
     fn restore(&mut self, states: Vec<KeyGroupState>) -> Result<()> {
@@ -1016,6 +1017,14 @@ impl Processor for Aggregation {
             State::Stored(stored) => stored.size(),
         }
     }
+}
+
+/// Writes snapshot rows of key group `group` to `out` as one Arrow IPC stream.
+fn write_chunk(out: &mut dyn SnapshotWriter, group: u32, rows: &RecordBatch) -> DfResult<()> {
+    let mut writer = StreamWriter::try_new(Vec::new(), &rows.schema())?;
+    writer.write(rows)?;
+    let bytes = writer.into_inner()?;
+    out.write(group, &bytes).map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 fn converter(key_types: &[DataType]) -> DfResult<RowConverter> {

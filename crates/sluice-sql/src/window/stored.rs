@@ -42,6 +42,17 @@ pub(crate) struct StoredUpdating {
 /// Updated keys, their ids in order, and their aggregate values (one array per aggregate).
 pub(crate) type Changed = (KeyIndex, Vec<u32>, Vec<ArrayRef>);
 
+/// Keys of one key group on their way into a snapshot chunk.
+#[derive(Default)]
+struct Chunk {
+    group: Option<u32>,
+    bytes: usize,
+    hashes: Vec<u64>,
+    keys: Vec<Vec<u8>>,
+    lasts: Vec<i64>,
+    states: Vec<Vec<u8>>,
+}
+
 /// Bytes before the accumulator state in a stored value: hash and last update.
 const HEADER: usize = 16;
 
@@ -181,45 +192,61 @@ impl StoredUpdating {
         self.store.write(expired.iter().map(|(group, key)| (*group, key.as_slice(), None))).map_err(external)
     }
 
-    /// Every live key as snapshot rows with `schema` (see [`STATE_COLUMNS`]); `None` if empty.
-    pub(crate) fn rows(
+    /// Every live key as snapshot rows with `schema` (see [`STATE_COLUMNS`]), passed to
+    /// `emit` in chunks with their key group, in key-group order: each chunk holds keys of one
+    /// key group only and about `chunk_bytes` of them (one key more at most), so that no more
+    /// than one chunk is in memory.
+    pub(crate) fn snapshot(
         &self,
         schema: &SchemaRef,
-        now: i64,
-        ttl: Option<i64>,
-    ) -> DfResult<Option<RecordBatch>> {
-        let (mut hashes, mut keys, mut lasts, mut states) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        (now, ttl): (i64, Option<i64>),
+        chunk_bytes: usize,
+        mut emit: impl FnMut(u32, RecordBatch) -> DfResult<()>,
+    ) -> DfResult<()> {
+        let mut chunk = Chunk::default();
+        let mut flush = |chunk: &mut Chunk| -> DfResult<()> {
+            let Some(group) = chunk.group else { return Ok(()) };
+            let rows = self.chunk_rows(schema, std::mem::take(chunk))?;
+            emit(group, rows)
+        };
         self.store
-            .scan(|_, key, value| {
+            .scan(|group, key, value| {
                 let (hash, last, state) = decode(value).map_err(|e| corrupt(self.store.dir(), &e))?;
-                if alive(last, now, ttl) {
-                    hashes.push(hash);
-                    keys.push(key.to_vec());
-                    lasts.push(last);
-                    states.push(state.to_vec());
+                if !alive(last, now, ttl) {
+                    return Ok(());
                 }
+                if chunk.group.is_some_and(|current| current != group) || chunk.bytes >= chunk_bytes {
+                    flush(&mut chunk).map_err(|e| corrupt(self.store.dir(), &e))?;
+                }
+                chunk.group = Some(group);
+                chunk.bytes += HEADER + key.len() + state.len();
+                chunk.hashes.push(hash);
+                chunk.keys.push(key.to_vec());
+                chunk.lasts.push(last);
+                chunk.states.push(state.to_vec());
                 Ok(())
             })
             .map_err(external)?;
-        if hashes.is_empty() {
-            return Ok(None);
-        }
-        let n = hashes.len();
+        flush(&mut chunk)
+    }
+
+    fn chunk_rows(&self, schema: &SchemaRef, chunk: Chunk) -> DfResult<RecordBatch> {
+        let n = chunk.hashes.len();
         let parser = self.state_rows.parser();
-        let state = self.state_rows.convert_rows(states.iter().map(|bytes| parser.parse(bytes)))?;
+        let state = self.state_rows.convert_rows(chunk.states.iter().map(|bytes| parser.parse(bytes)))?;
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from(hashes)),
-            Arc::new(keys.iter().map(|k| Some(k.as_slice())).collect::<BinaryArray>()),
+            Arc::new(UInt64Array::from(chunk.hashes)),
+            Arc::new(chunk.keys.iter().map(|k| Some(k.as_slice())).collect::<BinaryArray>()),
             Arc::new(Int64Array::from(vec![0; n])),
             Arc::new(Int64Array::from(vec![0; n])),
             Arc::new(BooleanArray::from(vec![false; n])),
-            Arc::new(Int64Array::from(lasts)),
+            Arc::new(Int64Array::from(chunk.lasts)),
         ];
         columns.extend(state);
-        Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
 
-    /// Adds snapshot rows (as [`StoredUpdating::rows`] or the in-memory state writes them).
+    /// Adds snapshot rows (as [`StoredUpdating::snapshot`] or the in-memory state writes them).
     pub(crate) fn restore(&mut self, batch: &RecordBatch) -> DfResult<()> {
         let hashes = batch.column(0).as_primitive::<UInt64Type>();
         let keys = batch.column(1).as_binary::<i32>();

@@ -11,8 +11,11 @@ use serde_json::Value;
 use sluice_runtime::connector::WorkerPosition;
 use sluice_runtime::dead_letter::{DeadLetterCounts, DeadLetterSink, OnError};
 use sluice_runtime::exchange::{key_group, worker_for_key_group};
-use sluice_runtime::processor::{END_OF_TIME, KeyGroupState, Processor, ProcessorContext, StateBackend};
+use sluice_runtime::processor::{
+    DEFAULT_CHUNK_BYTES, END_OF_TIME, KeyGroupState, KeyHasher, Processor, ProcessorContext, StateBackend,
+};
 
+use crate::tests::{restore_owned, snapshot};
 use crate::{Diagnostic, PlanOptions, SqlInput, SqlProcessor, plan};
 
 fn schema() -> SchemaRef {
@@ -335,7 +338,7 @@ fn state_ttl_forgets_keys_not_updated_for_that_long() {
         run.rows();
         // a was last updated at watermark 0, b at 5: at 12, a has expired and b has not.
         run.watermark(12);
-        let state_before = run.processor.snapshot().unwrap();
+        let state_before = snapshot(&mut run.processor, DEFAULT_CHUNK_BYTES);
         run.feed(&[(13, "a", 1), (13, "b", 1)]);
         run.epoch();
         let row = |k: &str, n: i64| serde_json::json!({"k": k, "n": n}).to_string();
@@ -352,42 +355,55 @@ fn state_ttl_forgets_keys_not_updated_for_that_long() {
     }
 }
 
-/// Runs `sql` over `batches` with watermarks after each, snapshotting after `split_at`
-/// batches and restoring into `peers` instances that get the rows the runtime would route
-/// to them (by the processor's own key hashers).
+/// Runs `sql` over `batches` with watermarks after each on `peers.0` instances, snapshots them
+/// after `split_at` batches (asking for chunks of `chunk_bytes`) and restores into `peers.1`
+/// instances. Every instance gets the rows the runtime would route to it (by the processor's
+/// own key hashers).
 fn run_with_restore(
     sql: &str,
     batches: &[Vec<(i64, &str, i64)>],
     split_at: usize,
-    peers: usize,
+    peers: (usize, usize),
     (rocksdb_before, rocksdb_after): (bool, bool),
+    chunk_bytes: usize,
 ) -> Vec<String> {
     let planned = plan(sql, &inputs(), &PlanOptions::default()).unwrap();
-    let mut first = open(planned.clone(), 0, 1, rocksdb_before);
+    let hasher = planned.key_by().remove(0);
+    let mut first: Vec<Run> =
+        (0..peers.0).map(|index| open(planned.clone(), index, peers.0, rocksdb_before)).collect();
+    feed_workers(&mut first, hasher.as_ref(), &batches[..split_at], 0);
     let mut out = Vec::new();
-    for (i, rows) in batches[..split_at].iter().enumerate() {
-        first.feed(rows);
-        first.watermark(i as i64 * 10);
-        first.epoch();
+    let mut states = Vec::new();
+    for worker in &mut first {
+        out.append(&mut worker.out);
+        states.extend(snapshot(&mut worker.processor, chunk_bytes));
     }
-    out.append(&mut first.out);
-    let states: Vec<KeyGroupState> = first.processor.snapshot().unwrap();
     assert!(!states.is_empty());
     let mut workers: Vec<Run> =
-        (0..peers).map(|index| open(planned.clone(), index, peers, rocksdb_after)).collect();
+        (0..peers.1).map(|index| open(planned.clone(), index, peers.1, rocksdb_after)).collect();
     for (index, worker) in workers.iter_mut().enumerate() {
-        let owned: Vec<KeyGroupState> = states
-            .iter()
-            .filter(|s| worker_for_key_group(u64::from(s.key_group), peers) == index)
-            .cloned()
-            .collect();
-        worker.processor.restore(owned).unwrap();
+        restore_owned(&mut worker.processor, &states, index, peers.1);
     }
-    let hasher = planned.key_by().remove(0);
-    for (i, rows) in batches[split_at..].iter().enumerate() {
-        let batch = batch(rows);
+    feed_workers(&mut workers, hasher.as_ref(), &batches[split_at..], split_at);
+    for worker in &mut workers {
+        worker.watermark(i64::MAX);
+        out.append(&mut worker.out);
+    }
+    json_rows(&out)
+}
+
+/// Feeds `batches` to `workers`, each the rows routed to it, with a watermark and an end of
+/// epoch after each batch; the first batch is batch `first` of the run.
+fn feed_workers(
+    workers: &mut [Run],
+    hasher: &dyn KeyHasher,
+    batches: &[Vec<(i64, &str, i64)>],
+    first: usize,
+) {
+    let peers = workers.len();
+    for (i, rows) in batches.iter().enumerate() {
         let mut hashes = Vec::new();
-        hasher.hash_rows(&batch, &mut hashes).unwrap();
+        hasher.hash_rows(&batch(rows), &mut hashes).unwrap();
         for (index, worker) in workers.iter_mut().enumerate() {
             let mine: Vec<(i64, &str, i64)> = rows
                 .iter()
@@ -396,15 +412,10 @@ fn run_with_restore(
                 .map(|(r, _)| *r)
                 .collect();
             worker.feed(&mine);
-            worker.watermark((split_at + i) as i64 * 10);
+            worker.watermark((first + i) as i64 * 10);
             worker.epoch();
         }
     }
-    for worker in &mut workers {
-        worker.watermark(i64::MAX);
-        out.append(&mut worker.out);
-    }
-    json_rows(&out)
 }
 
 #[test]
@@ -423,16 +434,78 @@ fn snapshot_and_restore_split_over_two_workers_give_the_uninterrupted_output() {
          DESCRIPTOR(ts), INTERVAL '6' SECOND) GROUP BY k, window_start, window_end",
         "SELECT k, COUNT(DISTINCT v) AS kinds, MAX(v) AS hi FROM events GROUP BY k",
     ] {
-        let uninterrupted = run_with_restore(sql, &batches, batches.len(), 1, (false, false));
+        let uninterrupted =
+            run_with_restore(sql, &batches, batches.len(), (1, 1), (false, false), DEFAULT_CHUNK_BYTES);
         for split_at in 1..batches.len() {
             // Memory → memory, and across state backends in both directions.
             for backends in [(false, false), (false, true), (true, false), (true, true)] {
                 assert_eq!(
-                    run_with_restore(sql, &batches, split_at, 2, backends),
+                    run_with_restore(sql, &batches, split_at, (1, 2), backends, DEFAULT_CHUNK_BYTES),
                     uninterrupted,
                     "{sql} split at {split_at}, rocksdb before/after: {backends:?}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn rocksdb_state_streamed_in_small_chunks_restores_at_another_parallelism_and_backend() {
+    // Many keys, so that key groups hold several keys and small chunks cut them.
+    let keys: Vec<String> = (0..300).map(|k| format!("key-{k}")).collect();
+    let batches: Vec<Vec<(i64, &str, i64)>> = (0..4)
+        .map(|b| {
+            keys.iter().enumerate().map(|(k, key)| (b * 10 + 1, key.as_str(), (k as i64 + b) % 7)).collect()
+        })
+        .collect();
+    let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS total, MAX(v) AS hi FROM events GROUP BY k";
+    let uninterrupted =
+        run_with_restore(sql, &batches, batches.len(), (1, 1), (false, false), DEFAULT_CHUNK_BYTES);
+    for peers in [(1, 2), (2, 1), (2, 2)] {
+        for backends in [(true, true), (true, false), (false, true)] {
+            for chunk_bytes in [1, 200, DEFAULT_CHUNK_BYTES] {
+                assert_eq!(
+                    run_with_restore(sql, &batches, 2, peers, backends, chunk_bytes),
+                    uninterrupted,
+                    "workers {peers:?}, rocksdb before/after {backends:?}, chunks of {chunk_bytes} bytes"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rocksdb_snapshots_are_cut_into_chunks_of_the_size_asked_for() {
+    let keys: Vec<String> = (0..2000).map(|k| format!("key-{k:05}")).collect();
+    let rows: Vec<(i64, &str, i64)> = keys.iter().map(|key| (1, key.as_str(), 1)).collect();
+    let sql = "SELECT k, COUNT(*) AS n FROM events GROUP BY k";
+    let count_keys = |chunks: &[KeyGroupState]| -> usize {
+        chunks
+            .iter()
+            .map(|c| {
+                arrow::ipc::reader::StreamReader::try_new(&c.bytes[..], None)
+                    .unwrap()
+                    .map(|b| b.unwrap().num_rows())
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    for rocksdb in [false, true] {
+        let mut run = start_on(sql, &PlanOptions::default(), rocksdb);
+        run.feed(&rows);
+        run.epoch();
+        let whole = snapshot(&mut run.processor, DEFAULT_CHUNK_BYTES);
+        let small = snapshot(&mut run.processor, 1000);
+        assert_eq!(count_keys(&whole), keys.len());
+        assert_eq!(count_keys(&small), keys.len());
+        let groups: std::collections::BTreeSet<u32> = whole.iter().map(|c| c.key_group).collect();
+        assert_eq!(whole.len(), groups.len(), "one chunk per key group when they fit");
+        if rocksdb {
+            // A key is about 30 bytes in a chunk's accounting: ~33 keys a chunk.
+            assert!(small.len() > 2000 / 40, "{} chunks", small.len());
+            let largest = small.iter().map(|c| c.bytes.len()).max().unwrap();
+            let whole_largest = whole.iter().map(|c| c.bytes.len()).max().unwrap();
+            assert!(largest < whole_largest, "{largest} vs {whole_largest}");
         }
     }
 }
@@ -501,4 +574,70 @@ fn tumble_columns_are_computed_per_row_for_stateless_queries() {
     run.feed(&[(1, "a", 1), (19, "b", 2)]);
     let expected = serde_json::json!({"k": "b", "window_start": t(10), "window_end": t(20)}).to_string();
     assert_eq!(run.rows(), vec![expected]);
+}
+
+#[test]
+fn snapshot_and_restore_of_rocksdb_state_hold_a_bounded_amount_of_memory() {
+    use std::io::{BufReader, BufWriter};
+
+    use sluice_runtime::checkpoint::part::{ProcessorPartReader, ProcessorPartWriter};
+
+    use crate::tests::allocations::peak_during;
+
+    // What a snapshot or a restore may hold at once: a chunk (asked for 16 KiB) in its forms
+    // (rows, Arrow arrays, IPC bytes) and the file buffer (64 KiB). A whole key group (~270 KiB
+    // here) in those forms is well above it, so this fails if key groups are not cut.
+    const CHUNK: usize = 16 * 1024;
+    const BOUND: usize = 384 * 1024;
+    let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k";
+    let mut run = start_on(sql, &PlanOptions::default(), true);
+    // ~30 MB of state: 120k keys of 200 bytes.
+    for block in 0..12 {
+        let keys: Vec<String> = (0..10_000).map(|k| format!("{:0>200}", block * 10_000 + k)).collect();
+        run.feed(&keys.iter().map(|key| (1, key.as_str(), 1)).collect::<Vec<_>>());
+        run.epoch();
+        run.out.clear();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("part");
+    let write_part = |processor: &mut SqlProcessor| {
+        let file = BufWriter::with_capacity(64 * 1024, std::fs::File::create(&path).unwrap());
+        let mut part = ProcessorPartWriter::new(file, None).unwrap().with_chunk_bytes(CHUNK);
+        processor.snapshot(&mut part).unwrap();
+        let largest = part.largest_chunk();
+        part.finish().unwrap();
+        largest
+    };
+    let (largest_chunk, snapshot_peak) = peak_during(|| write_part(&mut run.processor));
+    let size = std::fs::metadata(&path).unwrap().len() as usize;
+    assert!(size > 50 * BOUND, "the state ({size} bytes) is much larger than the bound");
+    assert!(largest_chunk < 2 * CHUNK, "largest chunk {largest_chunk}");
+    assert!(snapshot_peak < BOUND, "a snapshot of {size} bytes held {snapshot_peak} bytes at once");
+
+    let read_part = |processor: &mut SqlProcessor| {
+        let file = BufReader::with_capacity(64 * 1024, std::fs::File::open(&path).unwrap());
+        let mut part = ProcessorPartReader::open(file, "q").unwrap();
+        while let Some(chunk) = part.next_chunk(|_| true).unwrap() {
+            processor.restore(vec![chunk]).unwrap();
+        }
+    };
+    let planned = plan(sql, &inputs(), &PlanOptions::default()).unwrap();
+    let mut restored = open(planned.clone(), 0, 1, true);
+    let ((), restore_peak) = peak_during(|| read_part(&mut restored.processor));
+    assert!(restore_peak < BOUND, "a restore of {size} bytes held {restore_peak} bytes at once");
+    assert!(
+        snapshot(&mut restored.processor, DEFAULT_CHUNK_BYTES)
+            == snapshot(&mut run.processor, DEFAULT_CHUNK_BYTES),
+        "the restored state is the state"
+    );
+
+    // The same measurement sees the in-memory backend hold its whole state while snapshotting.
+    let mut memory = open(planned, 0, 1, false);
+    read_part(&mut memory.processor);
+    let (_, memory_peak) = peak_during(|| write_part(&mut memory.processor));
+    assert!(memory_peak > size / 2, "in memory: {memory_peak} bytes at once for {size}");
+    eprintln!(
+        "state part of {size} bytes; at once: rocksdb snapshot {snapshot_peak}, restore {restore_peak}, \
+         memory snapshot {memory_peak}"
+    );
 }

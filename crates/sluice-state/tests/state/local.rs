@@ -23,4 +23,5 @@ local_tests!(
     exported_savepoint_restores_from_its_own_store,
     commit_refuses_a_manifest_whose_parts_are_missing,
     large_part_round_trips,
+    a_spilled_part_is_uploaded_in_chunks_and_streams_back,
 );

@@ -1,9 +1,11 @@
 //! Scenarios that run against every backend.
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use sluice_state::protocol::{self, ManifestState};
 use sluice_state::{
-    CheckpointId, CheckpointKind, CheckpointStore, Error, MANIFEST_VERSION, Manifest, PartEntry, layout,
+    CheckpointId, CheckpointKind, CheckpointStore, Error, MANIFEST_VERSION, MULTIPART_CHUNK, Manifest,
+    PartEntry, layout,
 };
 
 use crate::support::Backend;
@@ -240,4 +242,51 @@ pub async fn large_part_round_trips(backend: &impl Backend) {
     let written = store.put_part(1, "agg", 0, big.clone()).await.unwrap();
     assert_eq!(written.bytes, big.len() as u64);
     assert!(store.get_part(&written.path).await.unwrap() == big);
+}
+
+/// A part spilled to a local file larger than one multipart chunk is uploaded with a multipart
+/// upload, and reads back the same as a stream and through a blocking reader.
+pub async fn a_spilled_part_is_uploaded_in_chunks_and_streams_back(backend: &impl Backend) {
+    let store = backend.open("run");
+    let dir = tempfile::tempdir().unwrap();
+    let byte = |i: usize| (i % 251) as u8;
+    let size = 3 * MULTIPART_CHUNK + 12_345;
+    let big = dir.path().join("big.part");
+    std::fs::write(&big, (0..size).map(byte).collect::<Vec<u8>>()).unwrap();
+    let written = store.put_part_file(1, "agg", 0, &big).await.unwrap();
+    assert_eq!((written.bytes, written.chunks), (size as u64, 4), "a multipart upload of 4 chunks");
+
+    let (length, mut chunks) = store.get_part_stream(&written.path).await.unwrap();
+    assert_eq!(length, size as u64);
+    let mut offset = 0;
+    while let Some(chunk) = chunks.try_next().await.unwrap() {
+        assert!(chunk.iter().enumerate().all(|(i, b)| *b == byte(offset + i)), "bytes at {offset}");
+        offset += chunk.len();
+    }
+    assert_eq!(offset, size);
+
+    let (runtime, path, reading) = (tokio::runtime::Handle::current(), written.path.clone(), store.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let mut reader = reading.part_reader(&path, &runtime).unwrap();
+        let mut buffer = vec![0; 70_000];
+        let (mut total, mut same) = (0, true);
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buffer).unwrap();
+            if n == 0 {
+                return (total, same);
+            }
+            same &= buffer[..n].iter().enumerate().all(|(i, b)| *b == byte(total + i));
+            total += n;
+        }
+    });
+    assert_eq!(read.await.unwrap(), (size, true));
+
+    let small = dir.path().join("small.part");
+    std::fs::write(&small, b"small").unwrap();
+    let written = store.put_part_file(1, "agg", 1, &small).await.unwrap();
+    assert_eq!((written.bytes, written.chunks), (5, 0), "one put");
+    assert!(store.get_part(&written.path).await.unwrap() == Bytes::from_static(b"small"));
+
+    let missing = store.put_part_file(1, "agg", 2, &dir.path().join("missing")).await.unwrap_err();
+    assert!(matches!(missing, Error::LocalState { .. }), "{missing}");
 }

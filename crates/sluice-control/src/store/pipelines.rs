@@ -326,21 +326,20 @@ impl Store {
         .bind(name)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(VersionRecord {
-                    version: row.try_get(0)?,
-                    spec: row.try_get(1)?,
-                    created_by: row.try_get(2)?,
-                    created_at: row.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(version_record).collect()
     }
 
-    /// One version of a pipeline.
+    /// One version of a pipeline (read alone: deploys and worker starts need only it).
     pub async fn version(&self, team: &str, name: &str, version: i64) -> ApiResult<Option<VersionRecord>> {
-        Ok(self.versions(team, name).await?.into_iter().find(|v| v.version == version))
+        let row = sqlx::query(
+            "SELECT version, spec, created_by, created_at FROM pipeline_versions WHERE team = $1 AND name = $2 AND version = $3",
+        )
+        .bind(team)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(version_record).transpose()
     }
 
     /// Records a user's request and bumps the generation; returns the new generation.
@@ -520,6 +519,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn version_record(row: &AnyRow) -> ApiResult<VersionRecord> {
+    Ok(VersionRecord {
+        version: row.try_get(0)?,
+        spec: row.try_get(1)?,
+        created_by: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    })
 }
 
 async fn insert_version(

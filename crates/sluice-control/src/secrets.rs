@@ -100,6 +100,25 @@ pub fn env_name(name: &str) -> String {
     format!("SLUICE_SECRET_{}", name.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// The `SLUICE_SECRET_*` variable names in `text`.
+pub fn secret_references(text: &str) -> Vec<&str> {
+    let prefix = "SLUICE_SECRET_";
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(prefix) {
+        let tail = &rest[start..];
+        let end = tail
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_'))
+            .map_or(tail.len(), |(index, _)| index);
+        if end > prefix.len() {
+            found.push(&tail[..end]);
+        }
+        rest = &tail[end.max(prefix.len())..];
+    }
+    found
+}
+
 /// Replaces every known secret value in text with `***`.
 #[derive(Debug, Default, Clone)]
 pub struct Redactor {
@@ -172,6 +191,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("secret.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn secret_references_are_found_in_any_text() {
+        assert_eq!(secret_references("SLUICE_SECRET_DB_URL"), vec!["SLUICE_SECRET_DB_URL"]);
+        assert_eq!(
+            secret_references("Bearer ${env:SLUICE_SECRET_API_TOKEN} and ${env:SLUICE_SECRET_X2}"),
+            vec!["SLUICE_SECRET_API_TOKEN", "SLUICE_SECRET_X2"]
+        );
+        assert!(secret_references("SLUICE_SECRET_ alone, or plain text").is_empty());
     }
 
     #[test]

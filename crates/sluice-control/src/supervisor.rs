@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Event, State, next};
-use crate::secrets::{Redactor, SecretKey, env_name};
+use crate::secrets::{Redactor, SecretKey, env_name, secret_references};
 use crate::store::{Desired, Observed, Pending, PipelineRecord, Store, Worker, now_ms};
 
 /// How failed workers are restarted.
@@ -373,8 +373,13 @@ impl Supervisor {
         for folder in [dir.join("runs"), dir.join("savepoints")] {
             std::fs::create_dir_all(&folder).map_err(|e| io(&format!("creating {}", folder.display()), e))?;
         }
+        // Connections are read now: a changed connection reaches a pipeline when its worker starts.
+        let spec = self.store.resolve_spec(&p.team, &spec.spec).await?.map_err(|diagnostics| {
+            let first = diagnostics.first().map(ToString::to_string).unwrap_or_default();
+            ApiError::internal(format!("the spec's connections no longer resolve: {first}"))
+        })?;
         let spec_path = dir.join(format!("spec-v{version}.yaml"));
-        std::fs::write(&spec_path, &spec.spec).map_err(|e| io("writing the spec", e))?;
+        std::fs::write(&spec_path, &spec).map_err(|e| io("writing the spec", e))?;
         let status = self.status_file(p, run);
         let _ = std::fs::remove_file(&status);
         let log = std::fs::OpenOptions::new()
@@ -399,9 +404,10 @@ impl Supervisor {
             command.arg("--from-savepoint").arg(savepoint);
         }
         // Only the secrets the spec names, and only in the worker's environment.
+        let named = secret_references(&spec);
         for (name, value) in self.team_secrets(&p.team).await? {
             let env = env_name(&name);
-            if spec.spec.contains(&env) {
+            if named.contains(&env.as_str()) {
                 command.env(env, value);
             }
         }

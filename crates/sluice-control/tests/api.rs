@@ -25,6 +25,10 @@ impl Checker for StructureOnly {
     fn check(&self, _spec: &str, _base_dir: &Path) -> Result<(), Vec<Diagnostic>> {
         Ok(())
     }
+
+    fn connectors(&self) -> Vec<&'static str> {
+        vec!["datagen", "file", "http", "kafka", "postgres"]
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +129,8 @@ impl Fixture {
             tokens.push((caller, Some(token)));
         }
         store.create_pipeline("payments", "orders", SPEC, 1, "dev").await.unwrap();
+        let options = json!({ "brokers": "127.0.0.1:1" }).as_object().unwrap().clone();
+        store.create_connection("payments", "events", "kafka", "", &options, "dev").await.unwrap();
         Fixture { router: router(control.app().clone()), tokens, dir, database }
     }
 
@@ -197,6 +203,7 @@ fn concrete(path: &str) -> String {
         .replace("{user}", "vera")
         .replace("{token}", "tok_0000")
         .replace("{secret}", "db-url")
+        .replace("{connection}", "events")
         .replace("{dataset}", "kafka:orders")
         .replace("{grantee}", "risk")
         .replace("{access}", "read")
@@ -471,6 +478,7 @@ async fn malformed_bodies_get_4xx_never_5xx() {
         json!({ "version": 1, "parallelism": 2 }).to_string(),
         json!({ "parallelism": 3 }).to_string(),
         json!({ "savepoint": "/tmp/x" }).to_string(),
+        json!({ "name": "c", "connector": "kafka", "options": { "brokers": "b:1" } }).to_string(),
         SPEC.to_string(),
     ];
     let mut seed = 0x5eed_u64;
@@ -735,4 +743,201 @@ async fn datasets_and_grants_sqlite() {
 #[tokio::test]
 async fn datasets_and_grants_postgres() {
     datasets_and_grants(Db::Postgres).await;
+}
+
+/// Connections: created, checked (connector, secret references, no secret values), resolved
+/// into the specs that name them (so the catalog sees the resolved datasets), and guarded
+/// against changes and deletions that would break those specs.
+async fn connections(db: Db) {
+    let f = Fixture::new(db).await;
+    let base = "/api/v1/teams/payments/connections";
+    let cluster = json!({ "name": "cluster", "connector": "kafka", "options": { "brokers": "127.0.0.1:1" } });
+    let (status, body) = f.call(Caller::Viewer, Method::POST, base, Some(cluster.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "viewers read connections only: {body}");
+    let (status, body) = f.call(Caller::Developer, Method::POST, base, Some(cluster.clone())).await;
+    assert_eq!((status, body["connector"].as_str()), (StatusCode::CREATED, Some("kafka")), "{body}");
+    let (status, body) = f.call(Caller::Developer, Method::POST, base, Some(cluster)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Bad connections are refused at the field.
+    let refused = [
+        (
+            json!({ "name": "Bad Name", "connector": "kafka" }),
+            "name",
+            "connection name \"Bad Name\" is not valid",
+        ),
+        (
+            json!({ "name": "c2", "connector": "kafak" }),
+            "connector",
+            "unknown connector \"kafak\"; did you mean \"kafka\"?",
+        ),
+        (
+            json!({ "name": "c2", "connector": "kafka", "options": [1] }),
+            "options",
+            "`options` must be an object",
+        ),
+    ];
+    for (body, field, message) in refused {
+        let (status, answer) = f.call(Caller::Developer, Method::POST, base, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["details"]["field"], field, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().starts_with(message), "{answer}");
+    }
+    let secret = "ultra-secret-pw-99";
+    let (status, _) = f
+        .call(
+            Caller::Developer,
+            Method::PUT,
+            "/api/v1/teams/payments/secrets/kafka-pw",
+            Some(json!({ "value": secret })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let properties = json!({
+        "sasl.password": "${env:SLUICE_SECRET_KAFKA_PW}",
+        "sasl.username": "${env:SLUICE_SECRET_KAFKA_USER}",
+        "ssl.key.password": secret,
+    });
+    let body = json!({ "name": "sasl", "connector": "kafka", "options": { "brokers": "b:1", "properties": properties } });
+    let (status, answer) = f.call(Caller::Developer, Method::POST, base, Some(body)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_connection"))
+    );
+    let errors: Vec<(&str, &str)> = answer["error"]["details"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                "options.properties.sasl.username",
+                "SLUICE_SECRET_KAFKA_USER names no secret of team \"payments\""
+            ),
+            (
+                "options.properties.ssl.key.password",
+                "this is the value of one of the team's secrets, which connections never hold"
+            ),
+        ],
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains(secret), "{answer}");
+
+    // A pipeline names the connection; the catalog sees the resolved topics.
+    let spec = "name: enrich
+sources:
+  - name: src
+    connection: cluster
+    schema: [{name: card, type: string}]
+    options: {topic: cards, format: json}
+sinks:
+  - {name: out, connection: cluster, connector: kafka, inputs: [src], options: {topic: cards-out, format: json}}
+";
+    let pipelines = "/api/v1/teams/payments/pipelines";
+    let (status, body) =
+        f.call(Caller::Developer, Method::POST, pipelines, Some(json!({ "spec": spec }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let typo = spec.replace("connection: cluster\n", "connection: clutser\n");
+    let (_, checked) = f
+        .call(
+            Caller::Developer,
+            Method::POST,
+            "/api/v1/teams/payments/validate",
+            Some(json!({ "spec": typo })),
+        )
+        .await;
+    assert_eq!(checked["valid"], false, "{checked}");
+    assert_eq!(checked["errors"][0]["path"], "sources[0].connection", "{checked}");
+    assert_eq!(checked["errors"][0]["suggestion"], "did you mean \"cluster\"?", "{checked}");
+    let (status, body) =
+        f.call(Caller::Developer, Method::POST, &format!("{pipelines}/enrich/deploy"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for dataset in ["kafka:cards", "kafka:cards-out"] {
+        let (status, body) =
+            f.call(Caller::Viewer, Method::GET, &format!("/api/v1/datasets/{dataset}"), None).await;
+        assert_eq!((status, body["owner"].as_str()), (StatusCode::OK, Some("payments")), "{dataset}: {body}");
+    }
+    let (status, body) = f.call(Caller::Viewer, Method::GET, &format!("{base}/cluster"), None).await;
+    assert_eq!((status, &body["used_by"]), (StatusCode::OK, &json!(["enrich"])), "{body}");
+
+    // In use: a change that contradicts a spec, and deletion, are refused; a compatible change is fine.
+    let postgres = json!({ "connector": "postgres", "options": { "url": "postgres://x@127.0.0.1/db" } });
+    let (status, body) =
+        f.call(Caller::Developer, Method::PUT, &format!("{base}/cluster"), Some(postgres)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("connection_breaks_pipelines"))
+    );
+    let broken = &body["error"]["details"]["pipelines"][0];
+    assert_eq!(
+        (broken["pipeline"].as_str(), broken["errors"][0]["path"].as_str()),
+        (Some("enrich"), Some("sinks[0].connector")),
+        "{body}"
+    );
+    let (status, body) = f.call(Caller::Developer, Method::DELETE, &format!("{base}/cluster"), None).await;
+    assert_eq!(
+        (status, &body["error"]["details"]["used_by"]),
+        (StatusCode::CONFLICT, &json!(["enrich"])),
+        "{body}"
+    );
+    let moved =
+        json!({ "connector": "kafka", "description": "moved", "options": { "brokers": "127.0.0.1:2" } });
+    let (status, body) =
+        f.call(Caller::Developer, Method::PUT, &format!("{base}/cluster"), Some(moved)).await;
+    assert_eq!((status, body["description"].as_str()), (StatusCode::OK, Some("moved")), "{body}");
+    let renamed = json!({ "name": "other", "connector": "kafka" });
+    let (status, body) =
+        f.call(Caller::Developer, Method::PUT, &format!("{base}/cluster"), Some(renamed)).await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("name"))
+    );
+    let (status, _) = f
+        .call(Caller::Developer, Method::PUT, &format!("{base}/fresh"), Some(json!({ "connector": "http" })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "PUT creates a missing connection");
+    let (_, listed) = f.call(Caller::Viewer, Method::GET, base, None).await;
+    let names: Vec<&str> =
+        listed["connections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cluster", "events", "fresh"]);
+    let (status, _) = f.call(Caller::OtherTeamAdmin, Method::GET, &format!("{base}/cluster"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A new version without it is not enough while the deployed one names it; once no version
+    // in use does, it goes.
+    let inline = spec
+        .replace("connection: cluster\n", "connector: kafka\n")
+        .replace("connection: cluster, ", "")
+        .replace("options: {topic", "options: {brokers: 'b:1', topic");
+    assert!(!inline.contains("connection"), "{inline}");
+    let (status, body) = f
+        .call(Caller::Developer, Method::PUT, &format!("{pipelines}/enrich"), Some(json!({ "spec": inline })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = f.call(Caller::Developer, Method::DELETE, &format!("{base}/cluster"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "version 1 is still deployed");
+    let (status, body) =
+        f.call(Caller::Developer, Method::POST, &format!("{pipelines}/enrich/stop"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) =
+        f.call(Caller::Developer, Method::DELETE, &format!("{pipelines}/enrich"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = f.call(Caller::Developer, Method::DELETE, &format!("{base}/cluster"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = f.call(Caller::Viewer, Method::GET, &format!("{base}/cluster"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    f.drop_database().await;
+}
+
+#[tokio::test]
+async fn connections_sqlite() {
+    connections(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn connections_postgres() {
+    connections(Db::Postgres).await;
 }

@@ -27,6 +27,10 @@ impl Checker for Structure {
     fn check(&self, _: &str, _: &Path) -> Result<(), Vec<Diagnostic>> {
         Ok(())
     }
+
+    fn connectors(&self) -> Vec<&'static str> {
+        vec!["datagen", "file"]
+    }
 }
 
 const ISSUER: &str = "https://idp.example.test";

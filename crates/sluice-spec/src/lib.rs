@@ -12,9 +12,11 @@
 //! - `model`: the spec types ([`Pipeline`], [`SourceSpec`], [`ProcessorSpec`], [`SinkSpec`], ...);
 //! - [`data_type`]: [`DataType`], the column types a source's `schema` may name;
 //! - `parse`: the YAML walk that reports every problem at once;
+//! - `connection`: connection profiles named by nodes, resolved by the control plane;
 //! - `graph`: dependency order and cycles among processors (pure functions over names);
 //! - [`diagnostic`]: the error report type.
 
+mod connection;
 pub mod data_type;
 pub mod diagnostic;
 mod duration;
@@ -22,6 +24,7 @@ mod graph;
 mod model;
 mod parse;
 
+pub use connection::{Connection, connections_used, resolve_connections};
 pub use data_type::DataType;
 pub use diagnostic::{Diagnostic, Location, closest};
 pub use duration::{parse_duration, parse_watermark_sql};

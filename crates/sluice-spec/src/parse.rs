@@ -31,13 +31,13 @@ const PIPELINE_KEYS: &[&str] = &[
 const CHECKPOINT_KEYS: &[&str] = &["interval", "location", "retain", "endpoint", "region"];
 const STATE_KEYS: &[&str] = &["backend", "path"];
 const WATERMARK_KEYS: &[&str] = &["column", "max_out_of_orderness", "idle_timeout"];
-const LOOKUP_KEYS: &[&str] = &["name", "connector", "options", "schema"];
-const DEAD_LETTER_KEYS: &[&str] = &["path", "connector", "options"];
+const LOOKUP_KEYS: &[&str] = &["name", "connector", "connection", "options", "schema"];
+const DEAD_LETTER_KEYS: &[&str] = &["path", "connector", "connection", "options"];
 const SOURCE_KEYS: &[&str] =
-    &["name", "connector", "options", "schema", "infer_schema", "on_error", "watermark"];
+    &["name", "connector", "connection", "options", "schema", "infer_schema", "on_error", "watermark"];
 const FIELD_KEYS: &[&str] = &["name", "type", "nullable"];
 const PROCESSOR_KEYS: &[&str] = &["name", "inputs", "sql", "key_by", "allowed_lateness", "state_ttl"];
-const SINK_KEYS: &[&str] = &["name", "connector", "inputs", "options"];
+const SINK_KEYS: &[&str] = &["name", "connector", "connection", "inputs", "options"];
 
 /// Parses a pipeline spec and checks its structure: known keys, value types, names, and that
 /// inputs name existing nodes without cycles. Connector options and SQL are checked elsewhere.
@@ -377,6 +377,7 @@ impl<'v> Reader<'v> {
                 match key {
                     "name" => spec.name = self.lookup_name(&at, value).unwrap_or_default(),
                     "connector" => spec.connector = self.connector(&at, value).unwrap_or_default(),
+                    "connection" => self.unresolved_connection(&at, value),
                     "options" => spec.options = self.options(&at, value).unwrap_or_else(empty_options),
                     "schema" if !value.is_null() => spec.schema = self.schema(&at, value),
                     _ => {}
@@ -465,11 +466,16 @@ impl<'v> Reader<'v> {
                 Some("connector") => {
                     connector = self.non_empty_string("dead_letter.connector", value, "sink connector name");
                 }
+                Some("connection") => self.unresolved_connection("dead_letter.connection", value),
                 Some("options") if !value.is_null() => options = self.options("dead_letter.options", value),
                 _ => {}
             }
         }
-        if options.is_some() && connector.is_none() && !map.contains_key("connector") {
+        if options.is_some()
+            && connector.is_none()
+            && !map.contains_key("connector")
+            && !map.contains_key("connection")
+        {
             self.report(
                 Diagnostic::new("dead_letter.options", "options without a connector")
                     .suggest("name the sink connector that receives dead letters, e.g. `connector: kafka`"),
@@ -534,6 +540,7 @@ impl<'v> Reader<'v> {
                 "connector" => {
                     spec.connector = self.connector(&at, value).unwrap_or_default();
                 }
+                "connection" => self.unresolved_connection(&at, value),
                 "options" => spec.options = self.options(&at, value).unwrap_or_else(empty_options),
                 "schema" if !value.is_null() => spec.schema = self.schema(&at, value),
                 "infer_schema" if !value.is_null() => {
@@ -607,6 +614,7 @@ impl<'v> Reader<'v> {
             match key {
                 "name" => spec.name = self.node_name(path, value).unwrap_or_default(),
                 "connector" => spec.connector = self.connector(&at, value).unwrap_or_default(),
+                "connection" => self.unresolved_connection(&at, value),
                 "inputs" => {
                     let inputs = self.inputs(&at, value, NodeKind::Sink, own_name);
                     spec.inputs = inputs.into_iter().flatten().collect();
@@ -641,6 +649,19 @@ impl<'v> Reader<'v> {
             return None;
         }
         Some(name.to_owned())
+    }
+
+    /// A `connection` the control plane has not resolved (see [`crate::resolve_connections`]):
+    /// the spec cannot run as written.
+    fn unresolved_connection(&mut self, path: &str, value: &Value) {
+        let name = value.as_str().unwrap_or("?");
+        self.report(
+            Diagnostic::new(
+                path,
+                format!("connection \"{name}\" is a profile kept by the control plane, which fills in its connector and options"),
+            )
+            .suggest("deploy the spec through the control plane (`sluice apply`), or write `connector` and `options` here to run it locally"),
+        );
     }
 
     fn connector(&mut self, path: &str, value: &Value) -> Option<String> {
@@ -846,7 +867,9 @@ impl<'v> Reader<'v> {
 
     /// Reports each of `keys` missing from `map`.
     fn require(&mut self, path: &str, map: &Mapping, keys: &[&str]) {
-        for key in keys.iter().filter(|key| !map.contains_key(**key)) {
+        // A node naming a connection gets its connector from it (and is reported as unresolved).
+        let named_elsewhere = |key: &str| key == "connector" && map.contains_key("connection");
+        for key in keys.iter().filter(|key| !map.contains_key(**key) && !named_elsewhere(key)) {
             self.report(Diagnostic::new(path, format!("missing required key \"{key}\"")));
         }
     }

@@ -599,12 +599,37 @@ sinks:
                      checkpoints, state, sources, processors, sinks, lookups",
                     "dead_letter.pth: unknown key \"pth\"; did you mean \"path\"?",
                     "sources[0].option: unknown key \"option\"; did you mean \"options\"?",
-                    "sources[0].inputs: unknown key \"inputs\"; allowed keys: name, connector, options, \
-                     schema, infer_schema, on_error, watermark",
+                    "sources[0].inputs: unknown key \"inputs\"; allowed keys: name, connector, connection, \
+                     options, schema, infer_schema, on_error, watermark",
                     "processors[0].inptus: unknown key \"inptus\"; did you mean \"inputs\"?",
                     "processors[0].keyby: unknown key \"keyby\"; did you mean \"key_by\"?",
                     "sinks[0].conector: unknown key \"conector\"; did you mean \"connector\"?",
-                    "sinks[0].colour: unknown key \"colour\"; allowed keys: name, connector, inputs, options",
+                    "sinks[0].colour: unknown key \"colour\"; allowed keys: name, connector, connection, inputs, \
+                     options",
+                ],
+            ),
+            (
+                "connections are left for the control plane to resolve",
+                r#"
+name: p
+dead_letter: {connection: dlq}
+lookups: [{name: t, connection: db}]
+sources: [{name: src, connection: prod-kafka, options: {topic: t}}]
+sinks: [{name: out, connection: warehouse, inputs: [src]}]
+"#,
+                &[
+                    "dead_letter.connection: connection \"dlq\" is a profile kept by the control plane, which \
+                     fills in its connector and options; deploy the spec through the control plane (`sluice \
+                     apply`), or write `connector` and `options` here to run it locally",
+                    "lookups[0].connection: connection \"db\" is a profile kept by the control plane, which \
+                     fills in its connector and options; deploy the spec through the control plane (`sluice \
+                     apply`), or write `connector` and `options` here to run it locally",
+                    "sources[0].connection: connection \"prod-kafka\" is a profile kept by the control plane, \
+                     which fills in its connector and options; deploy the spec through the control plane \
+                     (`sluice apply`), or write `connector` and `options` here to run it locally",
+                    "sinks[0].connection: connection \"warehouse\" is a profile kept by the control plane, which \
+                     fills in its connector and options; deploy the spec through the control plane (`sluice \
+                     apply`), or write `connector` and `options` here to run it locally",
                 ],
             ),
             (

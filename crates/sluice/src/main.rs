@@ -32,8 +32,10 @@ enum Command {
     Login(commands::client::LoginArgs),
     /// Manage pipelines on the control plane: list, get, deploy, start, stop, savepoint, ...
     Pipelines(commands::client::PipelinesArgs),
-    /// Create or update the pipelines of a spec file or folder on the control plane
-    /// (idempotent: unchanged specs are left alone).
+    /// Manage the team's connections (reusable connector profiles): list, get, delete.
+    Connections(commands::client::ConnectionsArgs),
+    /// Create or update the connections and pipelines of a file or folder on the control plane
+    /// (idempotent: unchanged ones are left alone).
     Apply(commands::client::ApplyArgs),
     /// Run a pipeline until its bounded sources end, or until Ctrl-C / SIGTERM.
     Run(commands::run::RunArgs),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Server(args) => commands::server::server(args, false),
         Command::Login(args) => commands::client::login(args),
         Command::Pipelines(args) => commands::client::pipelines(args),
+        Command::Connections(args) => commands::client::connections(args),
         Command::Apply(args) => commands::client::apply(args),
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::validate(args),

@@ -4,6 +4,7 @@
 
 mod access;
 mod body;
+mod connections;
 mod datasets;
 mod pipelines;
 mod routes;
@@ -36,6 +37,9 @@ use crate::supervisor::Supervisor;
 pub trait Checker: Send + Sync + 'static {
     /// Every problem in `spec`, whose relative paths resolve against `base_dir`.
     fn check(&self, spec: &str, base_dir: &Path) -> Result<(), Vec<Diagnostic>>;
+
+    /// Every connector name a connection may name (sources, sinks and lookup tables).
+    fn connectors(&self) -> Vec<&'static str>;
 }
 
 /// What every handler shares.

@@ -31,7 +31,7 @@ pub async fn validate(
     Segments(team): Segments<String>,
     spec: SpecBody,
 ) -> ApiResult<Json<Value>> {
-    let errors = match check(&app, &team, &spec.text).await {
+    let errors = match check(&app, &team, &spec.text).await? {
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics,
     };
@@ -45,7 +45,7 @@ pub async fn create(
     Segments(team): Segments<String>,
     spec: SpecBody,
 ) -> ApiResult<(StatusCode, Json<PipelineRecord>)> {
-    let name = check(&app, &team, &spec.text).await.map_err(invalid_spec)?;
+    let name = check(&app, &team, &spec.text).await?.map_err(invalid_spec)?;
     let parallelism = parallelism(spec.parallelism.unwrap_or(1))?;
     let record = app.store.create_pipeline(&team, &name, &spec.text, parallelism, &principal.user).await?;
     Ok((StatusCode::CREATED, Json(record)))
@@ -68,7 +68,7 @@ pub async fn update(
     spec: SpecBody,
 ) -> ApiResult<Json<Value>> {
     find(&app, &team, &name).await?;
-    let spec_name = check(&app, &team, &spec.text).await.map_err(invalid_spec)?;
+    let spec_name = check(&app, &team, &spec.text).await?.map_err(invalid_spec)?;
     if spec_name != name {
         return Err(ApiError::invalid(
             "spec.name",
@@ -145,7 +145,8 @@ pub async fn deploy(
             format!("pipeline \"{name}\" has no version {version} (latest is {})", pipeline.latest_version),
         ));
     };
-    datasets::check_deploy(&app, &team, &spec.spec, &principal.user).await?;
+    let resolved = app.store.resolve_spec(&team, &spec.spec).await?.map_err(invalid_spec)?;
+    datasets::check_deploy(&app, &team, &resolved, &principal.user).await?;
     let mut request = Request {
         desired: Some(Desired::Running),
         deployed_version: Some(version),
@@ -346,7 +347,8 @@ async fn check_deployed(app: &App, pipeline: &PipelineRecord, principal: &Princi
         .version(&pipeline.team, &pipeline.name, version)
         .await?
         .ok_or_else(|| ApiError::internal(format!("version {version} is missing")))?;
-    datasets::check_deploy(app, &pipeline.team, &spec.spec, &principal.user).await
+    let resolved = app.store.resolve_spec(&pipeline.team, &spec.spec).await?.map_err(invalid_spec)?;
+    datasets::check_deploy(app, &pipeline.team, &resolved, &principal.user).await
 }
 
 /// `GET .../checkpoints`: the checkpoints in the pipeline's store, newest first, with size,
@@ -466,16 +468,28 @@ fn invalid_spec(diagnostics: Vec<sluice_spec::Diagnostic>) -> ApiError {
     }
 }
 
-/// The spec's pipeline name if the whole spec is valid; its diagnostics otherwise.
-async fn check(app: &App, team: &str, text: &str) -> Result<String, Vec<sluice_spec::Diagnostic>> {
-    let (spec, diagnostics) = sluice_spec::parse_partial(text);
+/// The spec's pipeline name if the whole spec, with its connections resolved, is valid; its
+/// diagnostics otherwise.
+async fn check(app: &App, team: &str, text: &str) -> ApiResult<Result<String, Vec<sluice_spec::Diagnostic>>> {
+    Ok(match app.store.resolve_spec(team, text).await? {
+        Ok(resolved) => check_resolved(app, team, resolved).await,
+        Err(diagnostics) => Err(diagnostics),
+    })
+}
+
+/// Like [`check`], for a spec whose connections are resolved already.
+pub(super) async fn check_resolved(
+    app: &App,
+    team: &str,
+    text: String,
+) -> Result<String, Vec<sluice_spec::Diagnostic>> {
+    let (spec, diagnostics) = sluice_spec::parse_partial(&text);
     let Some(spec) = spec.filter(|_| diagnostics.is_empty()) else { return Err(diagnostics) };
     if let Err(message) = check_name("pipeline", &spec.name) {
         return Err(vec![sluice_spec::Diagnostic::new("name", message)]);
     }
     let base_dir = app.supervisor.pipeline_dir(team, &spec.name);
     let checker = app.checker.clone();
-    let text = text.to_string();
     let checked = tokio::task::spawn_blocking(move || checker.check(&text, &base_dir)).await;
     match checked {
         Ok(Ok(())) => Ok(spec.name),

@@ -3,7 +3,7 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
-use super::{App, access, datasets, pipelines, secrets, system};
+use super::{App, access, connections, datasets, pipelines, secrets, system};
 use crate::auth::{Access, Role};
 
 /// One endpoint.
@@ -28,6 +28,7 @@ impl Route {
 }
 
 const PIPELINE: &str = "/api/v1/teams/{team}/pipelines/{pipeline}";
+const CONNECTION: &str = "/api/v1/teams/{team}/connections/{connection}";
 
 /// Every endpoint with its handler.
 pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
@@ -180,6 +181,36 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
                 "Delete a secret",
             ),
             delete(secrets::delete),
+        ),
+        (
+            route(Method::GET, "/api/v1/teams/{team}/connections", Team(Viewer), "The team's connections"),
+            get(connections::list),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/teams/{team}/connections",
+                Team(Developer),
+                "Create a connection (a reusable connector profile)",
+            ),
+            post(connections::create),
+        ),
+        (
+            route(Method::GET, CONNECTION, Team(Viewer), "A connection and the pipelines using it"),
+            get(connections::get),
+        ),
+        (
+            route(
+                Method::PUT,
+                CONNECTION,
+                Team(Developer),
+                "Create or change a connection (refused if a pipeline using it would break)",
+            ),
+            put(connections::put),
+        ),
+        (
+            route(Method::DELETE, CONNECTION, Team(Developer), "Delete a connection no pipeline uses"),
+            delete(connections::delete),
         ),
         (
             route(Method::GET, "/api/v1/teams/{team}/pipelines", Team(Viewer), "The team's pipelines"),

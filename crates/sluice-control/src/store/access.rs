@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, is_duplicate, now_ms};
 use crate::auth::{Principal, Role, hash_token, new_token};
@@ -146,7 +146,13 @@ impl Store {
             )));
         }
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM role_bindings WHERE team = $1").bind(name).execute(&mut *tx).await?;
+        // What the team kept goes with it: a team created later under the same name starts bare.
+        for table in ["role_bindings", "secrets", "connections"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE team = $1")))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         let deleted = sqlx::query("DELETE FROM teams WHERE name = $1").bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         if deleted.rows_affected() == 0 {

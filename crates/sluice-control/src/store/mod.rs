@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod connections;
 mod datasets;
 mod pipelines;
 mod secrets;
@@ -16,6 +17,7 @@ use sqlx::{AnyPool, AssertSqlSafe};
 
 pub use access::{Member, TokenInfo, UserInfo};
 pub use audit::AuditEntry;
+pub use connections::ConnectionRecord;
 pub use datasets::{DatasetRecord, NewDataset};
 pub use pipelines::{
     Actual, Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
@@ -150,6 +152,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
         granted_by TEXT NOT NULL,
         granted_at BIGINT NOT NULL,
         PRIMARY KEY (dataset, team, access)
+    );",
+    ),
+    (
+        4,
+        "CREATE TABLE connections (
+        team TEXT NOT NULL,
+        name TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        description TEXT NOT NULL,
+        options_json TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (team, name)
     );",
     ),
 ];

@@ -1,5 +1,5 @@
 //! The CLI over the control plane's API: `sluice login`, `sluice pipelines ...`,
-//! `sluice apply -f`. Credentials are saved by `login` in `~/.config/sluice/credentials.json`
+//! `sluice connections ...`, `sluice apply -f`. Credentials are saved by `login` in `~/.config/sluice/credentials.json`
 //! (readable by the owner only); `SLUICE_URL` and `SLUICE_TOKEN` override them.
 
 use std::path::{Path, PathBuf};
@@ -103,10 +103,30 @@ enum PipelinesCommand {
     Delete { name: String },
 }
 
+/// `sluice connections ...`.
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    #[command(subcommand)]
+    command: ConnectionsCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionsCommand {
+    /// The team's connections.
+    List,
+    /// One connection, with the pipelines using it.
+    Get { name: String },
+    /// Delete a connection no pipeline uses.
+    Delete { name: String },
+}
+
 /// Arguments of `sluice apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A spec file, or a folder whose `*.yaml`/`*.yml` files are specs.
+    /// A file, or a folder of `*.yaml`/`*.yml` files: pipeline specs, and connections (a mapping
+    /// with `name`, `connector`, `description` and `options`), which are applied first.
     #[arg(long, short = 'f')]
     pub file: PathBuf,
     /// Also deploy each pipeline that was created or changed.
@@ -234,14 +254,80 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<ExitCode> {
     print_value(&result, args.common.output)
 }
 
-/// Runs `sluice apply -f`: creates missing pipelines, adds a version where the spec changed,
-/// leaves the rest alone (running it twice changes nothing the second time).
+/// Runs `sluice connections ...`.
+pub fn connections(args: ConnectionsArgs) -> anyhow::Result<ExitCode> {
+    let credentials = credentials()?;
+    let base = format!("/api/v1/teams/{}/connections", args.common.team);
+    let result = match args.command {
+        ConnectionsCommand::List => {
+            let list = call(&credentials, "GET", &base, None)?;
+            if !matches!(args.common.output, Output::Table) {
+                return print_value(&list["connections"], args.common.output);
+            }
+            println!("{:<24} {:<10} {:<12}  DESCRIPTION", "NAME", "CONNECTOR", "UPDATED BY");
+            for row in list["connections"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<10} {:<12}  {}",
+                    row["name"].as_str().unwrap_or(""),
+                    row["connector"].as_str().unwrap_or(""),
+                    row["updated_by"].as_str().unwrap_or(""),
+                    row["description"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ConnectionsCommand::Get { name } => call(&credentials, "GET", &format!("{base}/{name}"), None)?,
+        ConnectionsCommand::Delete { name } => {
+            call(&credentials, "DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted connection {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let output = if matches!(args.common.output, Output::Table) { Output::Yaml } else { args.common.output };
+    print_value(&result, output)
+}
+
+/// Runs `sluice apply -f`: creates or updates the connections first, then creates missing
+/// pipelines and adds a version where a spec changed, leaving the rest alone (running it twice
+/// changes nothing the second time).
 pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let credentials = credentials()?;
-    let files = spec_files(&args.file)?;
-    let base = format!("/api/v1/teams/{}/pipelines", args.common.team);
-    for file in files {
+    let mut specs = Vec::new();
+    let connections = format!("/api/v1/teams/{}/connections", args.common.team);
+    for file in spec_files(&args.file)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let document: Value = serde_yaml::from_str(&text).unwrap_or(Value::Null);
+        if document.get("connector").is_none() {
+            specs.push((file, text));
+            continue;
+        }
+        let Some(name) = document["name"].as_str() else {
+            bail!("{}: a connection needs a `name`", file.display());
+        };
+        let path = format!("{connections}/{name}");
+        let wanted = json!({
+            "connector": document["connector"],
+            "description": document.get("description").cloned().unwrap_or(json!("")),
+            "options": document.get("options").cloned().unwrap_or(json!({})),
+        });
+        let current = match try_call(&credentials, "GET", &path, None)? {
+            (404, _) => None,
+            (200, current) => Some(current),
+            (status, error) => bail!("{}: {}", file.display(), describe(status, &error)),
+        };
+        let same = current.as_ref().is_some_and(|current| {
+            ["connector", "description", "options"].iter().all(|key| current[key] == wanted[key])
+        });
+        if same {
+            println!("{}: connection {name} unchanged", file.display());
+            continue;
+        }
+        call(&credentials, "PUT", &path, Some(wanted)).with_context(|| file.display().to_string())?;
+        let done = if current.is_some() { "updated" } else { "created" };
+        println!("{}: connection {name} {done}", file.display());
+    }
+    let base = format!("/api/v1/teams/{}/pipelines", args.common.team);
+    for (file, text) in specs {
         let name = sluice_spec::parse_partial(&text).0.map(|spec| spec.name).with_context(|| {
             format!("{}: not a pipeline spec (check it with `sluice validate`)", file.display())
         })?;
@@ -308,6 +394,17 @@ fn describe(status: u16, error: &Value) -> String {
             detail["path"].as_str().unwrap_or(""),
             detail["message"].as_str().unwrap_or("")
         );
+    }
+    for pipeline in error["error"]["details"]["pipelines"].as_array().into_iter().flatten() {
+        for detail in pipeline["errors"].as_array().into_iter().flatten() {
+            text += &format!(
+                "\n  pipeline {} version {}: {}: {}",
+                pipeline["pipeline"].as_str().unwrap_or(""),
+                pipeline["version"],
+                detail["path"].as_str().unwrap_or(""),
+                detail["message"].as_str().unwrap_or("")
+            );
+        }
     }
     text
 }

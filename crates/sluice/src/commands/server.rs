@@ -70,6 +70,18 @@ impl Checker for Planner {
             Err(diagnostics) => Err(diagnostics.into_iter().filter(|d| !missing_secret(d)).collect()),
         }
     }
+
+    fn connectors(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = [
+            sluice_connectors::source_connectors(),
+            sluice_connectors::sink_connectors(),
+            sluice_connectors::lookup_connectors(),
+        ]
+        .concat();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// Runs `sluice server`; with `demo`, `sluice up` (a demo pipeline deployed on first start).

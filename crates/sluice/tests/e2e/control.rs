@@ -363,6 +363,117 @@ fn the_cli_logs_in_applies_idempotently_and_drives_a_pipeline() {
     server.kill();
 }
 
+/// A connection (a PostgreSQL profile whose URL is a team secret) is applied with the
+/// pipeline that names it from one folder; the worker writes through it; a change that would
+/// break the pipeline and the deletion of the connection in use are refused.
+#[test]
+fn a_connection_applied_with_its_pipeline_reaches_the_worker() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start("server", data.path(), port);
+    let token = server.token.clone().unwrap();
+    let cli = |args: &[&str]| {
+        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &token]);
+    assert!(ok, "{text}");
+    let password = "conn-pw-8c1e55";
+    let url = format!("postgres://postgres:{password}@127.0.0.1:5432/test");
+    let (status, body) = server.call(
+        "PUT",
+        "/api/v1/teams/default/secrets/warehouse",
+        Some(&token),
+        Some(("application/json", &serde_json::json!({ "value": url }).to_string())),
+    );
+    assert_eq!(status, 200, "{body}");
+    let table = format!("conn_rows_{}", std::process::id());
+    let folder = tempfile::tempdir().unwrap();
+    let connection = "name: warehouse
+connector: postgres
+description: the analytics database
+options: {url_env: SLUICE_SECRET_WAREHOUSE, create_table: true}
+";
+    std::fs::write(folder.path().join("warehouse.yaml"), connection).unwrap();
+    let spec = format!(
+        "name: loader
+sources:
+  - name: src
+    connector: datagen
+    schema: [{{name: n, type: int64, nullable: false}}]
+    options: {{count: 700, seed: 4}}
+sinks:
+  - {{name: db, connection: warehouse, inputs: [src], options: {{table: public.{table}}}}}
+"
+    );
+    // Named to sort before the connection: connections are applied first anyway.
+    std::fs::write(folder.path().join("a-loader.yaml"), &spec).unwrap();
+    let apply = [&["apply", "--deploy", "-f"][..], &[folder.path().to_str().unwrap()]].concat();
+    let (ok, text) = cli(&apply);
+    assert!(ok, "{text}");
+    let lines: Vec<&str> = text.lines().map(|l| l.rsplit(": ").next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        ["connection warehouse created", "pipeline loader created", "pipeline loader deployed"],
+        "{text}"
+    );
+    let base = "/api/v1/teams/default/pipelines/loader";
+    wait_until(Duration::from_secs(60), "the pipeline finishes", || {
+        server.call("GET", base, Some(&token), None).1["state"] == "stopped"
+    });
+    let rows = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc"])
+        .arg(format!("SELECT COUNT(*), COUNT(DISTINCT n) FROM public.{table}; DROP TABLE public.{table};"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).lines().next(), Some("700|700"), "{rows:?}");
+
+    let (ok, text) = cli(&apply);
+    assert!(
+        ok && text.contains("connection warehouse unchanged") && text.contains("loader unchanged"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["connections", "list"]);
+    assert!(ok && text.lines().any(|l| l.starts_with("warehouse") && l.contains("postgres")), "{text}");
+    let (ok, text) = cli(&["connections", "get", "warehouse", "-o", "json"]);
+    let got: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(ok && got["used_by"] == serde_json::json!(["loader"]), "{text}");
+    assert!(!text.contains(password), "{text}");
+
+    // The real connector check runs against the pipeline with the new settings.
+    std::fs::write(
+        folder.path().join("warehouse.yaml"),
+        connection.replace("create_table: true", "batch_size: many"),
+    )
+    .unwrap();
+    let (ok, text) = cli(&apply);
+    assert!(
+        !ok && text.contains("422")
+            && text.contains("pipeline loader version 1: sinks[0].options.batch_size"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["connections", "delete", "warehouse"]);
+    assert!(!ok && text.contains("409") && text.contains("loader"), "{text}");
+    for file in [
+        pipeline_files(data.path(), "loader").join("spec-v1.yaml"),
+        pipeline_files(data.path(), "loader").join("worker.log"),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(password), "{} shows the secret", file.display());
+    }
+    let written =
+        std::fs::read_to_string(pipeline_files(data.path(), "loader").join("spec-v1.yaml")).unwrap();
+    assert!(
+        written.contains("url_env: SLUICE_SECRET_WAREHOUSE") && !written.contains("connection"),
+        "{written}"
+    );
+    server.kill();
+}
+
 /// A team secret reaches the worker that names it (a PostgreSQL URL with a password; the local
 /// server trusts loopback, so the password is carried but not checked) and nothing the platform
 /// shows or logs contains it.

@@ -30,7 +30,7 @@ pub async fn get(
     Segments((team, name)): Segments<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let record = find(&app, &team, &name).await?;
-    let used_by: Vec<String> = users(&app, &team, &name).await?.into_iter().map(|p| p.name).collect();
+    let used_by: Vec<String> = users(&app, &team, &name).await?.into_iter().map(|(p, _)| p.name).collect();
     let mut body = serde_json::to_value(record).map_err(|e| ApiError::internal(e.to_string()))?;
     body["used_by"] = json!(used_by);
     Ok(Json(body))
@@ -97,8 +97,8 @@ pub async fn put(
         sluice_spec::Connection { connector: body.connector.clone(), options: options.clone() },
     );
     let mut broken = Vec::new();
-    for pipeline in users(&app, &team, &name).await? {
-        for version in versions_in_use(&pipeline) {
+    for (pipeline, versions) in users(&app, &team, &name).await? {
+        for version in versions {
             let Some(spec) = app.store.version(&team, &pipeline.name, version).await? else { continue };
             let checked = match sluice_spec::resolve_connections(&spec.spec, &profiles) {
                 Ok(resolved) => super::pipelines::check_resolved(&app, &team, resolved).await.map(|_| ()),
@@ -137,7 +137,7 @@ pub async fn delete(
     Segments((team, name)): Segments<(String, String)>,
 ) -> ApiResult<StatusCode> {
     find(&app, &team, &name).await?;
-    let users: Vec<String> = users(&app, &team, &name).await?.into_iter().map(|p| p.name).collect();
+    let users: Vec<String> = users(&app, &team, &name).await?.into_iter().map(|(p, _)| p.name).collect();
     if !users.is_empty() {
         return Err(ApiError::conflict(format!(
             "connection \"{name}\" is used by pipeline(s) {}; change their specs (or delete them) first",
@@ -163,18 +163,21 @@ fn versions_in_use(pipeline: &PipelineRecord) -> Vec<i64> {
     versions
 }
 
-/// The team's pipelines whose latest or deployed version names connection `name`.
-async fn users(app: &App, team: &str, name: &str) -> ApiResult<Vec<PipelineRecord>> {
+/// The team's pipelines whose latest or deployed version names connection `name`, with those
+/// versions.
+async fn users(app: &App, team: &str, name: &str) -> ApiResult<Vec<(PipelineRecord, Vec<i64>)>> {
     let mut found = Vec::new();
     for pipeline in app.store.pipelines(Some(team)).await? {
-        let mut uses = false;
+        let mut naming = Vec::new();
         for version in versions_in_use(&pipeline) {
-            if let Some(spec) = app.store.version(team, &pipeline.name, version).await? {
-                uses |= sluice_spec::connections_used(&spec.spec).iter().any(|(_, used)| used == name);
+            if let Some(spec) = app.store.version(team, &pipeline.name, version).await?
+                && sluice_spec::connections_used(&spec.spec).iter().any(|(_, used)| used == name)
+            {
+                naming.push(version);
             }
         }
-        if uses {
-            found.push(pipeline);
+        if !naming.is_empty() {
+            found.push((pipeline, naming));
         }
     }
     Ok(found)

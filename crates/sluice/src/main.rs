@@ -3,6 +3,7 @@
 //! lives in the library crates.
 
 mod commands;
+mod metrics_file;
 mod plan;
 mod report;
 

@@ -5,6 +5,7 @@
 mod access;
 mod body;
 mod datasets;
+mod metrics;
 mod pipelines;
 mod routes;
 mod secrets;

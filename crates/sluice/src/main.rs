@@ -33,6 +33,8 @@ enum Command {
     Login(commands::client::LoginArgs),
     /// Manage pipelines on the control plane: list, get, deploy, start, stop, savepoint, ...
     Pipelines(commands::client::PipelinesArgs),
+    /// The dataset catalog: list and inspect datasets, classify them, grant other teams access.
+    Datasets(commands::client::DatasetsArgs),
     /// Create or update the pipelines of a spec file or folder on the control plane
     /// (idempotent: unchanged specs are left alone).
     Apply(commands::client::ApplyArgs),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Server(args) => commands::server::server(args, false),
         Command::Login(args) => commands::client::login(args),
         Command::Pipelines(args) => commands::client::pipelines(args),
+        Command::Datasets(args) => commands::client::datasets(args),
         Command::Apply(args) => commands::client::apply(args),
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::validate(args),

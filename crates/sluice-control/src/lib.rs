@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod lifecycle;
+pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod secrets;

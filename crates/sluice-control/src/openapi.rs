@@ -22,7 +22,7 @@ pub fn document() -> Value {
             "parameters": parameters,
             "x-sluice-access": route.access.to_string(),
             "responses": {
-                "2XX": { "description": "Success", "content": { "application/json": {} } },
+                "2XX": { "description": "Success", "content": { route.produces(): {} } },
                 "default": {
                     "description": "An error",
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
@@ -98,5 +98,17 @@ mod tests {
             }
         }
         assert_eq!(count, routes.len());
+    }
+
+    #[test]
+    fn text_answers_are_documented_as_text() {
+        let document = document();
+        let media = |path: &str| {
+            let content = document["paths"][path]["get"]["responses"]["2XX"]["content"].as_object().unwrap();
+            content.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(media("/api/v1/metrics"), ["text/plain; version=0.0.4; charset=utf-8"]);
+        assert_eq!(media("/api/v1/teams/{team}/pipelines/{pipeline}/logs"), ["text/plain; charset=utf-8"]);
+        assert_eq!(media("/api/v1/teams/{team}/pipelines/{pipeline}/metrics"), ["application/json"]);
     }
 }

@@ -399,7 +399,9 @@ impl Supervisor {
             .arg("--stop-with-savepoint")
             .arg(self.savepoint_dir(p, run))
             .arg("--status-file")
-            .arg(&status);
+            .arg(&status)
+            .arg("--metrics-file")
+            .arg(self.metrics_file(p, run));
         if let Some(savepoint) = &p.resume_from {
             command.arg("--from-savepoint").arg(savepoint);
         }
@@ -432,6 +434,11 @@ impl Supervisor {
 
     fn status_file(&self, p: &PipelineRecord, run: i64) -> PathBuf {
         self.pipeline_dir(&p.team, &p.name).join("runs").join(format!("{run}.status.json"))
+    }
+
+    /// The metrics snapshot the worker of run `run` (from 1) of `p` keeps up to date.
+    pub fn metrics_file(&self, p: &PipelineRecord, run: i64) -> PathBuf {
+        self.pipeline_dir(&p.team, &p.name).join("runs").join(format!("{run}.metrics.json"))
     }
 
     fn savepoint_dir(&self, p: &PipelineRecord, run: i64) -> PathBuf {

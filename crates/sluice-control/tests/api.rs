@@ -941,3 +941,118 @@ async fn connections_sqlite() {
 async fn connections_postgres() {
     connections(Db::Postgres).await;
 }
+
+/// The metrics endpoints read the current run's snapshot file: before any run a 200 that says
+/// there is nothing yet; once the worker wrote one, the snapshot with its age and the state;
+/// and every pipeline in the Prometheus text format, for platform admins only.
+#[tokio::test]
+async fn pipeline_metrics_come_from_the_current_runs_snapshot_file() {
+    use sluice_control::lifecycle::State;
+    use sluice_control::metrics::{CheckpointMark, MetricsSnapshot, NodeMetrics, NodeRole};
+    use sluice_control::store::{Observed, Store, now_ms};
+
+    let f = Fixture::new(Db::Sqlite).await;
+    let path = "/api/v1/teams/payments/pipelines/orders/metrics";
+    let (status, body) = f.call(Caller::Viewer, Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), body["run"].as_i64(), &body["nodes"]),
+        (Some("created"), Some(0), &json!([])),
+        "{body}"
+    );
+    assert_eq!(body["message"], "no metrics yet: the pipeline has not run");
+    assert!(body.get("age_ms").is_none(), "{body}");
+
+    // The supervisor starts run 1 (recorded here by hand: no worker program runs in these tests).
+    let database = format!("sqlite://{}", f.dir.path().join("sluice.db").display());
+    let store = Store::connect(&database).await.unwrap();
+    let record = store.pipeline("payments", "orders").await.unwrap().unwrap();
+    let mut now = record.actual.clone();
+    (now.state, now.runs, now.reason) = (State::Running, 1, "worker started".into());
+    let observed = Observed {
+        from: record.actual.state,
+        now,
+        consumed_pending: None,
+        consumed_resume: None,
+        stop_desired_at_generation: None,
+    };
+    store.observe("payments", "orders", &observed).await.unwrap();
+    let (status, body) = f.call(Caller::Viewer, Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["nodes"], json!([]), "{body}");
+    assert_eq!(body["message"], "no metrics yet: run 1 has not written its first snapshot");
+
+    // Its worker writes a snapshot, taken 1.5 s ago.
+    let node = |name: &str, role, records_in, records_out| NodeMetrics {
+        name: name.into(),
+        role,
+        records_in,
+        records_out,
+        bytes_in: records_in * 8,
+        bytes_out: records_out * 8,
+        state_bytes: 0,
+        lag: 0,
+        busy_seconds: 0.01,
+        busy: 0.001,
+        records_in_per_second: 2.0,
+        records_out_per_second: 2.0,
+    };
+    let snapshot = MetricsSnapshot {
+        at_ms: now_ms() - 1500,
+        uptime_ms: 4000,
+        interval_ms: 1000,
+        workers: 1,
+        ended: false,
+        checkpoint: Some(CheckpointMark { id: 3, created_at_ms: now_ms() - 2000, duration_ms: 5 }),
+        nodes: vec![node("src", NodeRole::Source, 0, 10), node("out", NodeRole::Sink, 8, 8)],
+    };
+    let runs = sluice_control::supervisor::pipeline_dir(f.dir.path(), "payments", "orders").join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    snapshot.write(&runs.join("1.metrics.json")).unwrap();
+    let (status, body) = f.call(Caller::Viewer, Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let nodes: Vec<(&str, &str, u64, u64)> = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap(),
+                n["role"].as_str().unwrap(),
+                n["records_in"].as_u64().unwrap(),
+                n["records_out"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes, [("src", "source", 0, 10), ("out", "sink", 8, 8)]);
+    let age = body["age_ms"].as_i64().unwrap();
+    assert!((1500..60_000).contains(&age), "{body}");
+    assert_eq!((body["state"].as_str(), body["run"].as_i64()), (Some("running"), Some(1)));
+    assert_eq!((body["checkpoint"]["id"].as_u64(), body["uptime_ms"].as_u64()), (Some(3), Some(4000)));
+    assert!(body.get("message").is_none(), "a running pipeline's fresh snapshot needs no message: {body}");
+
+    // Prometheus: platform admins only, text in the exposition format.
+    for caller in [Caller::Viewer, Caller::TeamAdmin] {
+        let (status, body) = f.call(caller, Method::GET, "/api/v1/metrics", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{caller:?}: {body}");
+    }
+    let request = Request::get("/api/v1/metrics")
+        .header("authorization", format!("Bearer {}", f.token(Caller::PlatformAdmin).unwrap()))
+        .body(Body::empty())
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let text = String::from_utf8(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec())
+        .unwrap();
+    for line in [
+        "sluice_pipeline_state{team=\"payments\",pipeline=\"orders\",state=\"running\"} 1",
+        "sluice_pipeline_state{team=\"payments\",pipeline=\"orders\",state=\"created\"} 0",
+        "sluice_pipeline_runs_total{team=\"payments\",pipeline=\"orders\"} 1",
+        "sluice_node_records_out_total{team=\"payments\",pipeline=\"orders\",node=\"src\",role=\"source\"} 10",
+        "sluice_node_records_in_total{team=\"payments\",pipeline=\"orders\",node=\"out\",role=\"sink\"} 8",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+    }
+}

@@ -154,6 +154,11 @@ impl Runtime {
         self.checkpoints.lock().map(|history| history.clone()).unwrap_or_default()
     }
 
+    /// The newest checkpoint completed in the current run (cheaper than the whole history).
+    pub fn latest_checkpoint(&self) -> Option<Manifest> {
+        self.checkpoints.lock().ok().and_then(|history| history.last().cloned())
+    }
+
     /// The first failure of the current run, while it is still running down. In cluster mode
     /// the stop it triggers is local to this process: peers' sources keep running, so the
     /// caller may need to leave the cluster (exit) once it has given the pipeline time to drain.

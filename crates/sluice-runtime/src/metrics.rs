@@ -1,6 +1,7 @@
 //! Per-operator metrics: records and bytes in and out, batches, busy time. One registry per
 //! process, shared by all its workers; counters are relaxed atomics updated once per batch.
-//! Later issues export these; today `sluice run` prints them as a summary table.
+//! `sluice run` prints them as a summary table and, with `--metrics-file`, writes them every
+//! second for the control plane to serve.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 //! lives in the library crates.
 
 mod commands;
+mod metrics_file;
 mod plan;
 mod report;
 
@@ -34,6 +35,8 @@ enum Command {
     Pipelines(commands::client::PipelinesArgs),
     /// Manage the team's connections (reusable connector profiles): list, get, delete.
     Connections(commands::client::ConnectionsArgs),
+    /// The dataset catalog: list and inspect datasets, classify them, grant other teams access.
+    Datasets(commands::client::DatasetsArgs),
     /// Create or update the connections and pipelines of a file or folder on the control plane
     /// (idempotent: unchanged ones are left alone).
     Apply(commands::client::ApplyArgs),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Login(args) => commands::client::login(args),
         Command::Pipelines(args) => commands::client::pipelines(args),
         Command::Connections(args) => commands::client::connections(args),
+        Command::Datasets(args) => commands::client::datasets(args),
         Command::Apply(args) => commands::client::apply(args),
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::validate(args),

@@ -6,6 +6,7 @@ mod access;
 mod body;
 mod connections;
 mod datasets;
+mod metrics;
 mod pipelines;
 mod routes;
 mod secrets;

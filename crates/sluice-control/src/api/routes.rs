@@ -30,6 +30,22 @@ impl Route {
 const PIPELINE: &str = "/api/v1/teams/{team}/pipelines/{pipeline}";
 const CONNECTION: &str = "/api/v1/teams/{team}/connections/{connection}";
 
+/// The Prometheus scrape endpoint.
+const METRICS: &str = "/api/v1/metrics";
+
+/// Routes that answer with text rather than JSON, and the media type of their answers.
+const TEXT_ROUTES: &[(&str, &str)] = &[
+    (METRICS, crate::metrics::PROMETHEUS_TEXT),
+    ("/api/v1/teams/{team}/pipelines/{pipeline}/logs", "text/plain; charset=utf-8"),
+];
+
+impl Route {
+    /// The media type of the route's successful answers.
+    pub fn produces(&self) -> &'static str {
+        TEXT_ROUTES.iter().find(|(path, _)| *path == self.path).map_or("application/json", |(_, media)| media)
+    }
+}
+
 /// Every endpoint with its handler.
 pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
     use Access::{Authenticated, PlatformAdmin, Public, Team};
@@ -113,6 +129,15 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
         (
             route(Method::GET, "/api/v1/audit", PlatformAdmin, "The audit log, newest first"),
             get(system::audit),
+        ),
+        (
+            route(
+                Method::GET,
+                METRICS,
+                PlatformAdmin,
+                "Every pipeline's state and node metrics in the Prometheus text format (for scraping)",
+            ),
+            get(super::metrics::prometheus),
         ),
         (route(Method::GET, "/api/v1/datasets", Authenticated, "The dataset catalog"), get(datasets::list)),
         (
@@ -332,6 +357,15 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
                 "Checkpoints (size, duration, alignment per operator) and savepoints",
             ),
             get(pipelines::checkpoints),
+        ),
+        (
+            route(
+                Method::GET,
+                "/api/v1/teams/{team}/pipelines/{pipeline}/metrics",
+                Team(Viewer),
+                "The current run's latest metrics per node (records, bytes, rates, busy, lag, state), their age and the state",
+            ),
+            get(super::metrics::pipeline),
         ),
         (
             route(

@@ -93,6 +93,8 @@ enum PipelinesCommand {
     Events { name: String },
     /// Checkpoints and savepoints.
     Checkpoints { name: String },
+    /// The running worker's latest metrics per node: records, rates, busy, lag, state.
+    Metrics { name: String },
     /// The worker's log.
     Logs {
         name: String,
@@ -120,6 +122,74 @@ enum ConnectionsCommand {
     Get { name: String },
     /// Delete a connection no pipeline uses.
     Delete { name: String },
+}
+
+/// `sluice datasets ...`.
+#[derive(Debug, Args)]
+pub struct DatasetsArgs {
+    #[command(subcommand)]
+    command: DatasetsCommand,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetsCommand {
+    /// The dataset catalog: every dataset with its owner, classification and grants.
+    List,
+    /// One dataset with its schema and grants.
+    Get {
+        /// The dataset, e.g. kafka:orders.
+        name: String,
+    },
+    /// Register a dataset owned by a team (datasets are also registered when a pipeline that
+    /// uses them is first deployed).
+    Register {
+        /// The dataset, `<system>:<name>`, e.g. kafka:orders.
+        name: String,
+        /// The team that owns it.
+        #[arg(long, short = 't', default_value = "default")]
+        team: String,
+        /// E.g. pii.
+        #[arg(long, default_value = "")]
+        classification: String,
+        /// What it holds.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Classify or describe a dataset (admins of the team that owns it); what is not given is
+    /// kept.
+    Describe {
+        /// The dataset.
+        name: String,
+        /// E.g. pii; an empty value unclassifies it.
+        #[arg(long)]
+        classification: Option<String>,
+        /// What it holds.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Grant a team reading and/or writing (admins of the team that owns the dataset).
+    Grant(GrantArgs),
+    /// Take a grant back.
+    Revoke(GrantArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("access").required(true).multiple(true).args(["read", "write"])))]
+struct GrantArgs {
+    /// The dataset, e.g. kafka:orders.
+    name: String,
+    /// The team the grant is for.
+    #[arg(long, short = 't')]
+    team: String,
+    /// Reading.
+    #[arg(long)]
+    read: bool,
+    /// Writing.
+    #[arg(long)]
+    write: bool,
 }
 
 /// Arguments of `sluice apply`.
@@ -237,6 +307,14 @@ pub fn pipelines(args: PipelinesArgs) -> anyhow::Result<ExitCode> {
             }
             listed
         }
+        PipelinesCommand::Metrics { name } => {
+            let metrics = call(&credentials, "GET", &format!("{base}/{name}/metrics"), None)?;
+            if matches!(args.common.output, Output::Table) {
+                print_metrics(&metrics);
+                return Ok(ExitCode::SUCCESS);
+            }
+            return print_value(&metrics, args.common.output);
+        }
         PipelinesCommand::Logs { name, tail } => {
             let text = call(&credentials, "GET", &format!("{base}/{name}/logs?limit={tail}"), None)?;
             println!("{}", text.as_str().unwrap_or_default());
@@ -285,6 +363,182 @@ pub fn connections(args: ConnectionsArgs) -> anyhow::Result<ExitCode> {
     };
     let output = if matches!(args.common.output, Output::Table) { Output::Yaml } else { args.common.output };
     print_value(&result, output)
+}
+
+/// Runs `sluice datasets ...`. Grants and descriptions are changed through the owning team,
+/// which is looked up first.
+pub fn datasets(args: DatasetsArgs) -> anyhow::Result<ExitCode> {
+    let credentials = credentials()?;
+    let one = |name: &str| call(&credentials, "GET", &format!("/api/v1/datasets/{}", segment(name)), None);
+    let owned = |name: &str| -> anyhow::Result<(Value, String)> {
+        let dataset = one(name)?;
+        let owner = dataset["owner"].as_str().context("the dataset has no owner")?.to_string();
+        let path = format!("/api/v1/teams/{}/datasets/{}", segment(&owner), segment(name));
+        Ok((dataset, path))
+    };
+    let dataset = match args.command {
+        DatasetsCommand::List => {
+            let list = call(&credentials, "GET", "/api/v1/datasets", None)?;
+            let rows = list["datasets"].as_array().cloned().unwrap_or_default();
+            return print_datasets(&rows, args.output);
+        }
+        DatasetsCommand::Get { name } => one(&name)?,
+        DatasetsCommand::Register { name, team, classification, description } => {
+            let body = json!({ "name": name, "classification": classification, "description": description });
+            call(&credentials, "POST", &format!("/api/v1/teams/{}/datasets", segment(&team)), Some(body))?
+        }
+        DatasetsCommand::Describe { name, classification, description } => {
+            let (current, path) = owned(&name)?;
+            let body = json!({
+                "classification": classification.as_deref().or(current["classification"].as_str()).unwrap_or(""),
+                "description": description.as_deref().or(current["description"].as_str()).unwrap_or(""),
+            });
+            call(&credentials, "PUT", &path, Some(body))?
+        }
+        DatasetsCommand::Grant(grant) => {
+            let (_, path) = owned(&grant.name)?;
+            let mut dataset = Value::Null;
+            for access in grant.accesses() {
+                let path = format!("{path}/grants/{}/{access}", segment(&grant.team));
+                dataset = call(&credentials, "PUT", &path, None)?;
+            }
+            dataset
+        }
+        DatasetsCommand::Revoke(grant) => {
+            let (_, path) = owned(&grant.name)?;
+            for access in grant.accesses() {
+                call(
+                    &credentials,
+                    "DELETE",
+                    &format!("{path}/grants/{}/{access}", segment(&grant.team)),
+                    None,
+                )?;
+            }
+            one(&grant.name)?
+        }
+    };
+    if matches!(args.output, Output::Table) {
+        return print_dataset(&dataset);
+    }
+    print_value(&dataset, args.output)
+}
+
+impl GrantArgs {
+    fn accesses(&self) -> impl Iterator<Item = &'static str> {
+        [(self.read, "read"), (self.write, "write")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, access)| access)
+    }
+}
+
+/// `text` as one URL path segment: dataset names hold `/` (e.g. `file:/data/out`).
+fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded += &format!("%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+fn print_datasets(rows: &[Value], output: Output) -> anyhow::Result<ExitCode> {
+    if !matches!(output, Output::Table) {
+        return print_value(&Value::Array(rows.to_vec()), output);
+    }
+    println!(
+        "{:<40} {:<16} {:<14} {:<20} {:<20}  DESCRIPTION",
+        "NAME", "OWNER", "CLASS", "READERS", "WRITERS"
+    );
+    for row in rows {
+        println!(
+            "{:<40} {:<16} {:<14} {:<20} {:<20}  {}",
+            row["name"].as_str().unwrap_or(""),
+            row["owner"].as_str().unwrap_or(""),
+            row["classification"].as_str().filter(|c| !c.is_empty()).unwrap_or("-"),
+            teams(&row["readers"]),
+            teams(&row["writers"]),
+            row["description"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dataset(dataset: &Value) -> anyhow::Result<ExitCode> {
+    let text = |key: &str| dataset[key].as_str().unwrap_or("").to_string();
+    println!("name:           {}", text("name"));
+    println!("owner:          {}", text("owner"));
+    println!(
+        "classification: {}",
+        Some(text("classification")).filter(|c| !c.is_empty()).unwrap_or("-".into())
+    );
+    println!("description:    {}", text("description"));
+    println!("readers:        {}", teams(&dataset["readers"]));
+    println!("writers:        {}", teams(&dataset["writers"]));
+    println!("registered by:  {}", text("registered_by"));
+    for field in dataset["schema"].as_array().into_iter().flatten() {
+        println!(
+            "column:         {} {}",
+            field["name"].as_str().unwrap_or("?"),
+            field["type"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Team names, comma-separated, or `-`.
+fn teams(list: &Value) -> String {
+    let names: Vec<&str> = list.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if names.is_empty() { "-".to_string() } else { names.join(",") }
+}
+
+fn print_metrics(metrics: &Value) {
+    let mut heading = format!(
+        "pipeline {}: {}, run {}",
+        metrics["pipeline"].as_str().unwrap_or("?"),
+        metrics["state"].as_str().unwrap_or("?"),
+        metrics["run"]
+    );
+    if let Some(age) = metrics["age_ms"].as_i64() {
+        heading += &format!(
+            ", snapshot {:.1} s old, up {:.1} s",
+            age as f64 / 1000.0,
+            metrics["uptime_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        );
+    }
+    if let Some(checkpoint) = metrics["checkpoint"]["id"].as_u64() {
+        heading += &format!(", last checkpoint {checkpoint}");
+    }
+    println!("{heading}");
+    if let Some(message) = metrics["message"].as_str() {
+        println!("{message}");
+    }
+    let nodes = metrics["nodes"].as_array().cloned().unwrap_or_default();
+    if nodes.is_empty() {
+        return;
+    }
+    println!(
+        "{:<20} {:<10} {:>14} {:>14} {:>10} {:>10} {:>6} {:>12} {:>10}",
+        "NODE", "ROLE", "RECORDS IN", "RECORDS OUT", "IN/S", "OUT/S", "BUSY", "LAG", "STATE MB"
+    );
+    for node in &nodes {
+        let number = |key: &str| node[key].as_f64().unwrap_or(0.0);
+        println!(
+            "{:<20} {:<10} {:>14} {:>14} {:>10.0} {:>10.0} {:>5.0}% {:>12} {:>10.1}",
+            node["name"].as_str().unwrap_or(""),
+            node["role"].as_str().unwrap_or(""),
+            node["records_in"].to_string(),
+            node["records_out"].to_string(),
+            number("records_in_per_second"),
+            number("records_out_per_second"),
+            number("busy") * 100.0,
+            node["lag"].to_string(),
+            number("state_bytes") / 1e6
+        );
+    }
 }
 
 /// Runs `sluice apply -f`: creates or updates the connections first, then creates missing

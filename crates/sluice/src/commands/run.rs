@@ -15,6 +15,7 @@ use sluice_runtime::{RunOptions, Runtime, Topology};
 use sluice_spec::StateBackendKind;
 use sluice_state::{CheckpointKind, StoreOptions};
 
+use crate::metrics_file::MetricsFile;
 use crate::plan::{Planned, plan_file, resolve, state_backend};
 use crate::report::{LiveStatus, print_summary};
 
@@ -65,6 +66,10 @@ pub struct RunArgs {
     /// the control plane's supervisor learns how a worker ended).
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// While running, rewrite this JSON file every second (and once more at the end) with each
+    /// node's counters, rates and busy fraction (how the control plane serves live metrics).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Parses a duration argument such as `1s` or `500ms`.
@@ -157,8 +162,16 @@ fn run_pipeline(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode
         if matches!(topology, Topology::Cluster { .. }) {
             scope.spawn(|| leave_cluster_after_failure(&runtime, &name, &finished));
         }
+        // Dropped when the run ends, which tells the metrics writer to write its last snapshot.
+        let (run_ends, ended) = std::sync::mpsc::channel::<()>();
+        if let Some(path) = &args.metrics_file {
+            let (Topology::Local { workers } | Topology::Cluster { workers, .. }) = &topology;
+            let writer = MetricsFile::new(path.clone(), *workers);
+            scope.spawn(|| writer.run(&runtime, ended));
+        }
         let result = runtime.run(&options);
         finished.store(true, Ordering::SeqCst);
+        drop(run_ends);
         result
     });
     drop(status);

@@ -602,3 +602,193 @@ sinks:
     let last = events.as_array().unwrap().last().unwrap();
     assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("stopping"), Some("stopped")), "{events}");
 }
+
+/// `GET path` with `token`: the status, the response head and the body as text.
+fn get_text(port: u16, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control plane");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request += &format!("Authorization: Bearer {token}\r\n");
+    }
+    request += "\r\n";
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// `(records out of node `src`, records in of node `out`)` in a metrics answer.
+fn source_and_sink(metrics: &Value) -> (u64, u64) {
+    let nodes = metrics["nodes"].as_array().cloned().unwrap_or_default();
+    let counter = |name: &str, key: &str| {
+        nodes.iter().find(|n| n["name"] == name).and_then(|n| n[key].as_u64()).unwrap_or(0)
+    };
+    (counter("src", "records_out"), counter("out", "records_in"))
+}
+
+/// A rate-limited generator writing to a file: its metrics endpoint reports what its worker
+/// counts, growing while it runs, with the sink never ahead of the source; after a graceful stop
+/// the last snapshot's counts equal the rows committed. Prometheus sees the same nodes and is
+/// for platform admins only; the CLI shows the metrics and manages the dataset the pipeline
+/// registered.
+#[test]
+fn pipeline_metrics_follow_the_running_worker_and_match_its_output() {
+    let data = tempfile::tempdir().unwrap();
+    let output = tempfile::tempdir().unwrap();
+    let out = output.path().join("out");
+    let port = free_port();
+    let server = Server::start("server", data.path(), port);
+    let admin = server.token.clone().unwrap();
+    let token = Some(admin.as_str());
+    let spec = format!(
+        "name: ticks
+sources:
+  - name: src
+    connector: datagen
+    schema: [{{name: n, type: int64, nullable: false}}]
+    options: {{rows_per_second: 400, seed: 11}}
+sinks:
+  - {{name: out, connector: file, inputs: [src], options: {{path: '{}', format: jsonl}}}}
+",
+        out.display()
+    );
+    let base = "/api/v1/teams/default/pipelines";
+    let metrics_path = format!("{base}/ticks/metrics");
+    let (status, body) = server.call("POST", base, token, Some(("application/yaml", &spec)));
+    assert_eq!(status, 201, "{body}");
+    let (status, before) = server.call("GET", &metrics_path, token, None);
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["nodes"], serde_json::json!([]), "{before}");
+    assert_eq!(before["message"], "no metrics yet: the pipeline has not run");
+
+    let (status, body) = server.call("POST", &format!("{base}/ticks/deploy"), token, None);
+    assert_eq!(status, 202, "{body}");
+    let metrics = || server.call("GET", &metrics_path, token, None).1;
+    wait_until(Duration::from_secs(60), "the source has emitted records", || {
+        source_and_sink(&metrics()).0 > 0
+    });
+    let first = metrics();
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = metrics();
+    let ((source_1, sink_1), (source_2, sink_2)) = (source_and_sink(&first), source_and_sink(&second));
+    assert!(sink_1 <= source_1 && sink_2 <= source_2, "a sink ahead of its source:\n{first}\n{second}");
+    assert!(source_2 > source_1 && sink_2 > sink_1, "counts do not grow:\n{first}\n{second}");
+    assert!(second["at_ms"].as_i64() > first["at_ms"].as_i64(), "the snapshot is not rewritten: {second}");
+    assert_eq!(second["state"], "running");
+    let age = second["age_ms"].as_i64().unwrap();
+    assert!((0..10_000).contains(&age), "a stale snapshot: {second}");
+    let nodes: Vec<(&str, &str)> = second["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(nodes, [("src", "source"), ("out", "sink")]);
+    assert!(second["nodes"][0]["records_out_per_second"].as_f64().unwrap() > 0.0, "{second}");
+
+    // Prometheus: the pipeline's state and node lines for an admin; 403 for anyone else.
+    let (status, head, text) = get_text(port, "/api/v1/metrics", token);
+    assert_eq!(status, 200, "{text}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        text.lines()
+            .any(|l| l == "sluice_pipeline_state{team=\"default\",pipeline=\"ticks\",state=\"running\"} 1"),
+        "{text}"
+    );
+    let exported = |prefix: &str| -> u64 {
+        let line =
+            text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let exported_source = exported(
+        "sluice_node_records_out_total{team=\"default\",pipeline=\"ticks\",node=\"src\",role=\"source\"} ",
+    );
+    let exported_sink = exported(
+        "sluice_node_records_in_total{team=\"default\",pipeline=\"ticks\",node=\"out\",role=\"sink\"} ",
+    );
+    assert!(exported_source >= source_2 && exported_sink <= exported_source, "{text}");
+    let call = |method: &str, path: &str, body: &str| {
+        server.call(method, path, token, Some(("application/json", body)))
+    };
+    assert_eq!(call("POST", "/api/v1/users", r#"{"name": "vera"}"#).0, 201);
+    assert_eq!(call("PUT", "/api/v1/teams/default/members/vera", r#"{"role": "viewer"}"#).0, 200);
+    let (status, issued) = call("POST", "/api/v1/tokens", r#"{"user": "vera"}"#);
+    assert_eq!(status, 201, "{issued}");
+    let viewer = issued["token"].as_str().unwrap();
+    let (status, _, text) = get_text(port, "/api/v1/metrics", Some(viewer));
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        server.call("GET", &metrics_path, Some(viewer), None).0,
+        200,
+        "viewers see their team's metrics"
+    );
+
+    // The CLI: metrics as a table and as JSON; the dataset the deploy registered.
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &admin]);
+    assert!(ok, "{text}");
+    let (ok, text) = cli(&["pipelines", "metrics", "ticks"]);
+    assert!(ok && text.starts_with("pipeline ticks: running, run 1"), "{text}");
+    let row =
+        |name: &str| text.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_string);
+    let src = row("src").unwrap_or_else(|| panic!("no src row in\n{text}"));
+    assert_eq!(src.split_whitespace().nth(1), Some("source"), "{text}");
+    let records_out: u64 = src.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(records_out >= source_2, "{text}");
+    assert!(row("out").is_some_and(|l| l.contains(" sink ")), "{text}");
+    let (ok, text) = cli(&["pipelines", "metrics", "ticks", "-o", "json"]);
+    let parsed: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(ok && parsed["nodes"][1]["name"] == "out" && parsed["pipeline"] == "ticks", "{text}");
+
+    let dataset = format!("file:{}", out.display());
+    let (ok, text) = cli(&["datasets", "list"]);
+    assert!(ok && text.lines().any(|l| l.starts_with(&dataset) && l.contains("default")), "{text}");
+    assert_eq!(call("POST", "/api/v1/teams", r#"{"name": "risk"}"#).0, 201);
+    let get = || {
+        let (ok, text) = cli(&["datasets", "get", &dataset, "-o", "json"]);
+        assert!(ok, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let (ok, text) = cli(&["datasets", "grant", &dataset, "--team", "risk", "--read", "--write"]);
+    assert!(ok && text.contains("readers:        risk") && text.contains("writers:        risk"), "{text}");
+    let (ok, text) = cli(&["datasets", "revoke", &dataset, "--team", "risk", "--write"]);
+    assert!(ok, "{text}");
+    let granted = get();
+    assert_eq!(
+        (&granted["readers"], &granted["writers"]),
+        (&serde_json::json!(["risk"]), &serde_json::json!([]))
+    );
+    let (ok, text) = cli(&["datasets", "grant", &dataset, "--team", "risk"]);
+    assert!(!ok && text.contains("--read"), "an access is required: {text}");
+    let (ok, text) = cli(&["datasets", "describe", &dataset, "--classification", "internal"]);
+    assert!(ok, "{text}");
+    let described = get();
+    assert_eq!(described["classification"], "internal");
+    assert_eq!(described["description"], granted["description"], "what was not given is kept");
+    let (ok, text) = cli(&["datasets", "get", "kafka:nothing"]);
+    assert!(!ok && text.contains("404"), "{text}");
+
+    // After a graceful stop, the final snapshot counts exactly what was committed.
+    let (status, body) = server.call("POST", &format!("{base}/ticks/stop"), token, None);
+    assert_eq!(status, 202, "{body}");
+    wait_until(Duration::from_secs(60), "the pipeline stops", || {
+        server.call("GET", &format!("{base}/ticks"), token, None).1["state"] == "stopped"
+    });
+    let last = metrics();
+    assert_eq!((last["state"].as_str(), last["ended"].as_bool()), (Some("stopped"), Some(true)), "{last}");
+    assert!(last["message"].as_str().unwrap().contains("last metrics of run 1"), "{last}");
+    let (source, sink) = source_and_sink(&last);
+    let committed = read_json_lines(&out).len() as u64;
+    assert!(source >= source_2, "{last}");
+    assert_eq!((source, sink), (committed, committed), "{last}");
+    server.kill();
+}

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod secrets;
 pub mod store;
 pub mod supervisor;
+pub mod worker_log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct Config {
     pub worker_program: PathBuf,
     /// How failed workers restart.
     pub restart: RestartPolicy,
+    /// A worker log larger than this many bytes is rotated (one rotated file is kept).
+    pub worker_log_limit: u64,
     /// Accept JWTs of this identity provider as well as API tokens.
     pub oidc: Option<OidcConfig>,
 }
@@ -62,6 +65,9 @@ pub struct ControlPlane {
     app: App,
     listen: SocketAddr,
 }
+
+/// The default [`Config::worker_log_limit`]: 64 MiB.
+pub const DEFAULT_WORKER_LOG_LIMIT: u64 = 64 << 20;
 
 /// Name of the first admin user and of the team created with it.
 pub const FIRST_ADMIN: &str = "admin";
@@ -85,6 +91,7 @@ impl ControlPlane {
             data_dir.clone(),
             config.worker_program.clone(),
             config.restart,
+            config.worker_log_limit,
             secrets.clone(),
         );
         Ok(ControlPlane {

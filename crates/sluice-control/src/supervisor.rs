@@ -17,6 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Event, State, next};
 use crate::secrets::{Redactor, SecretKey, env_name, secret_references};
 use crate::store::{Desired, Observed, Pending, PipelineRecord, Store, Worker, now_ms};
+use crate::worker_log;
 
 /// How failed workers are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +84,7 @@ pub struct Supervisor {
     data_dir: PathBuf,
     program: PathBuf,
     policy: RestartPolicy,
+    log_limit: u64,
     wake: Arc<Notify>,
     secrets: Arc<SecretKey>,
     /// When each stopping worker was asked to stop (ms since the epoch), by pipeline.
@@ -93,12 +95,14 @@ pub struct Supervisor {
 const TICK: Duration = Duration::from_millis(250);
 
 impl Supervisor {
-    /// A supervisor keeping pipeline files under `data_dir` and running `program` as workers.
+    /// A supervisor keeping pipeline files under `data_dir` and running `program` as workers,
+    /// whose logs it rotates beyond `log_limit` bytes.
     pub fn new(
         store: Store,
         data_dir: PathBuf,
         program: PathBuf,
         policy: RestartPolicy,
+        log_limit: u64,
         secrets: Arc<SecretKey>,
     ) -> Self {
         Self {
@@ -106,6 +110,7 @@ impl Supervisor {
             data_dir,
             program,
             policy,
+            log_limit,
             wake: Arc::new(Notify::new()),
             secrets,
             stopping_since: Arc::default(),
@@ -180,6 +185,10 @@ impl Supervisor {
         let mut observed = observed_from(p);
         match p.actual.worker {
             Some(worker) if alive(&worker) => {
+                let dir = self.pipeline_dir(&p.team, &p.name);
+                if let Err(error) = worker_log::rotate_if_larger(&dir, self.log_limit) {
+                    tracing::warn!(team = %p.team, pipeline = %p.name, %error, "rotating the worker log failed");
+                }
                 if p.actual.restarts > 0
                     && now - worker.started_at >= self.policy.stable_after.as_millis() as i64
                 {
@@ -382,11 +391,8 @@ impl Supervisor {
         std::fs::write(&spec_path, &spec).map_err(|e| io("writing the spec", e))?;
         let status = self.status_file(p, run);
         let _ = std::fs::remove_file(&status);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("worker.log"))
-            .map_err(|e| io("opening worker.log", e))?;
+        prune_runs(&dir.join("runs"), run);
+        let log = worker_log::open(&dir).map_err(|e| io("opening worker.log", e))?;
         let log_err = log.try_clone().map_err(|e| io("opening worker.log", e))?;
         let mut command = tokio::process::Command::new(&self.program);
         command
@@ -443,6 +449,23 @@ impl Supervisor {
 
     fn savepoint_dir(&self, p: &PipelineRecord, run: i64) -> PathBuf {
         self.pipeline_dir(&p.team, &p.name).join("savepoints").join(format!("run-{run}"))
+    }
+}
+
+/// How many runs' status and metrics files are kept in a pipeline's `runs` folder.
+const RUNS_KEPT: i64 = 20;
+
+/// Removes the status and metrics files of runs older than the last [`RUNS_KEPT`] before run
+/// `run` starts (savepoints are kept: they are the user's).
+fn prune_runs(runs: &Path, run: i64) {
+    let Ok(entries) = std::fs::read_dir(runs) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let number =
+            name.to_str().and_then(|name| name.split('.').next()).and_then(|n| n.parse::<i64>().ok());
+        if number.is_some_and(|number| number <= run - RUNS_KEPT) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -514,6 +537,28 @@ pub fn alive(worker: &Worker) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_runs_files_are_pruned_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for run in 1..=30 {
+            std::fs::write(dir.path().join(format!("{run}.status.json")), "{}").unwrap();
+            std::fs::write(dir.path().join(format!("{run}.metrics.json")), "{}").unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a run's").unwrap();
+        prune_runs(dir.path(), 31);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = (12..=30)
+            .flat_map(|run| [format!("{run}.metrics.json"), format!("{run}.status.json")])
+            .chain(["notes.txt".to_string()])
+            .collect();
+        expected.sort();
+        assert_eq!(left, expected);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

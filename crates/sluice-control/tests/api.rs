@@ -108,6 +108,7 @@ impl Fixture {
             database: database.clone().map(|name| format!("postgres://postgres@127.0.0.1:5432/{name}")),
             worker_program: "/nonexistent/sluice".into(),
             restart: RestartPolicy::default(),
+            worker_log_limit: sluice_control::DEFAULT_WORKER_LOG_LIMIT,
             oidc: None,
         };
         let control = ControlPlane::open(config, Arc::new(StructureOnly)).await.unwrap();

@@ -136,6 +136,7 @@ async fn identity_provider_tokens_are_verified_and_map_to_users() {
         database: None,
         worker_program: "/nonexistent".into(),
         restart: RestartPolicy::default(),
+        worker_log_limit: sluice_control::DEFAULT_WORKER_LOG_LIMIT,
         oidc: Some(OidcConfig {
             issuer: ISSUER.into(),
             jwks_url,

@@ -16,6 +16,7 @@ use sluice_state::protocol::ManifestState;
 use sluice_state::{CheckpointStore, Manifest, StoreOptions};
 
 use crate::store::{Desired, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord};
+use crate::worker_log;
 
 /// Most worker threads a pipeline may ask for.
 pub const MAX_PARALLELISM: i64 = 256;
@@ -305,38 +306,16 @@ pub async fn logs(
     Params(tail): Params<Tail>,
 ) -> ApiResult<impl IntoResponse> {
     find(&app, &team, &name).await?;
-    let path = app.supervisor.pipeline_dir(&team, &name).join("worker.log");
-    let text = match read_end(&path, MAX_LOG_READ) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(error) => return Err(ApiError::internal(format!("reading the worker log: {error}"))),
-    };
+    let dir = app.supervisor.pipeline_dir(&team, &name);
     let limit = tail.limit.unwrap_or(200).clamp(1, 100_000) as usize;
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(limit)..].join("\n");
+    let tail = worker_log::tail(&dir, limit, MAX_LOG_READ)
+        .map_err(|error| ApiError::internal(format!("reading the worker log: {error}")))?;
     let tail = app.supervisor.redactor(&team).await?.redact(&tail);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], tail))
 }
 
-/// Most of a worker log read to serve its tail: a log grows for as long as its pipeline runs.
+/// Most of each worker log file read to serve its tail.
 const MAX_LOG_READ: u64 = 4 << 20;
-
-/// The last `most` bytes of the file at `path` (all of it when shorter), starting after a line
-/// break when cut.
-fn read_end(path: &std::path::Path, most: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path)?;
-    let length = file.metadata()?.len();
-    let start = length.saturating_sub(most);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::with_capacity((length - start) as usize);
-    file.read_to_end(&mut bytes)?;
-    if start > 0 {
-        let first_line = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |at| at + 1);
-        bytes.drain(..first_line);
-    }
-    Ok(bytes)
-}
 
 /// The dataset check for starting the version a pipeline runs (grants may have changed since it
 /// was deployed).
@@ -495,22 +474,5 @@ pub(super) async fn check_resolved(
         Ok(Ok(())) => Ok(spec.name),
         Ok(Err(diagnostics)) => Err(diagnostics),
         Err(error) => Err(vec![sluice_spec::Diagnostic::new("", format!("the spec check crashed: {error}"))]),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_is_read_from_its_end_in_whole_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("worker.log");
-        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(read_end(&path, 1 << 20).unwrap(), text.as_bytes());
-        let end = String::from_utf8(read_end(&path, 100).unwrap()).unwrap();
-        assert!(end.len() <= 100 && end.starts_with("line ") && end.ends_with("line 999\n"), "{end:?}");
-        assert!(text.ends_with(&end));
     }
 }

@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// How long a worker asked to stop may take (drain, final checkpoint) before it is killed.
     #[arg(long, default_value = "60s", value_parser = crate::commands::run::parse_duration_arg)]
     pub stop_timeout: std::time::Duration,
+    /// A worker's log larger than this many MiB is rotated into `worker.log.1` (the previous
+    /// rotation is dropped): at most twice this on disk per pipeline.
+    #[arg(long, default_value_t = sluice_control::DEFAULT_WORKER_LOG_LIMIT >> 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub worker_log_max_mib: u64,
     /// Also accept JWTs from this OpenID Connect issuer (its `iss`).
     #[arg(long, requires = "oidc_jwks_url")]
     pub oidc_issuer: Option<String>,
@@ -106,6 +110,7 @@ async fn serve(args: ServerArgs, demo: bool) -> anyhow::Result<()> {
             stop_timeout: args.stop_timeout,
             ..RestartPolicy::default()
         },
+        worker_log_limit: args.worker_log_max_mib.saturating_mul(1 << 20),
         oidc: match (&args.oidc_issuer, &args.oidc_jwks_url) {
             (Some(issuer), Some(jwks_url)) => Some(OidcConfig {
                 issuer: issuer.clone(),

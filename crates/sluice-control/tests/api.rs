@@ -930,6 +930,32 @@ sinks:
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = f.call(Caller::Viewer, Method::GET, &format!("{base}/cluster"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A deleted team takes its secrets and connections along: a new team of that name starts bare.
+    let (status, body) =
+        f.call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let temp = "/api/v1/teams/temp";
+    let secret = json!({ "value": "temp-secret-value" });
+    let connection = json!({ "connector": "http", "options": { "url": "${env:SLUICE_SECRET_TOKEN}" } });
+    for (path, body) in
+        [(format!("{temp}/secrets/token"), secret), (format!("{temp}/connections/api"), connection)]
+    {
+        let (status, answer) = f.call(Caller::PlatformAdmin, Method::PUT, &path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {answer}");
+    }
+    for _ in 0..2 {
+        let (status, _) = f.call(Caller::PlatformAdmin, Method::DELETE, temp, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = f
+            .call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" })))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, secrets) = f.call(Caller::PlatformAdmin, Method::GET, &format!("{temp}/secrets"), None).await;
+    let (_, connections) =
+        f.call(Caller::PlatformAdmin, Method::GET, &format!("{temp}/connections"), None).await;
+    assert_eq!((&secrets["secrets"], &connections["connections"]), (&json!([]), &json!([])));
     f.drop_database().await;
 }
 

@@ -55,7 +55,7 @@ pub async fn create_team(
 
 /// `GET /api/v1/teams/{team}`.
 pub async fn get_team(State(app): State<App>, Segments(team): Segments<String>) -> ApiResult<Json<Value>> {
-    let description = app.store.teams().await?.into_iter().find(|(name, _)| *name == team).map(|(_, d)| d);
+    let description = app.store.team_description(&team).await?;
     let description = description.ok_or_else(|| ApiError::not_found(format!("team \"{team}\"")))?;
     let members = app.store.members(&team).await?;
     Ok(Json(json!({ "name": team, "description": description, "members": members })))

@@ -120,11 +120,15 @@ impl Store {
 
     /// Whether team `name` exists.
     pub async fn team_exists(&self, name: &str) -> ApiResult<bool> {
-        let found: Option<String> = sqlx::query_scalar("SELECT name FROM teams WHERE name = $1")
+        Ok(self.team_description(name).await?.is_some())
+    }
+
+    /// The description of team `name`, if it exists.
+    pub async fn team_description(&self, name: &str) -> ApiResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT description FROM teams WHERE name = $1")
             .bind(name)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(found.is_some())
+            .await?)
     }
 
     /// Every team's name and description, by name.
@@ -134,7 +138,7 @@ impl Store {
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
-    /// Deletes an empty team and its role bindings.
+    /// Deletes a team without pipelines, with its role bindings, secrets and connections.
     pub async fn delete_team(&self, name: &str) -> ApiResult<()> {
         let pipelines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pipelines WHERE team = $1")
             .bind(name)

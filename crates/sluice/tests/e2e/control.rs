@@ -117,6 +117,16 @@ impl Drop for Server {
     }
 }
 
+/// Runs the CLI with `home` as its home (where `sluice login` saves credentials): whether it
+/// succeeded, and its stdout followed by its stderr.
+fn cli(home: &Path, args: &[&str]) -> (bool, String) {
+    let output = sluice().args(args).env("HOME", home).env_remove("SLUICE_URL").output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
 /// A minimal HTTP/1.1 client: one request per connection.
 fn http(
     port: u16,
@@ -301,13 +311,7 @@ fn the_cli_logs_in_applies_idempotently_and_drives_a_pipeline() {
     let port = free_port();
     let server = Server::start("server", data.path(), port);
     let token = server.token.clone().unwrap();
-    let cli = |args: &[&str]| {
-        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
-        )
-    };
+    let cli = |args: &[&str]| cli(home.path(), args);
     let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", "slc_wrong"]);
     assert!(!ok && text.contains("401"), "{text}");
     let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &token]);
@@ -373,13 +377,7 @@ fn a_connection_applied_with_its_pipeline_reaches_the_worker() {
     let port = free_port();
     let server = Server::start("server", data.path(), port);
     let token = server.token.clone().unwrap();
-    let cli = |args: &[&str]| {
-        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
-        )
-    };
+    let cli = |args: &[&str]| cli(home.path(), args);
     let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &token]);
     assert!(ok, "{text}");
     let password = "conn-pw-8c1e55";
@@ -727,13 +725,7 @@ sinks:
 
     // The CLI: metrics as a table and as JSON; the dataset the deploy registered.
     let home = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
-        let output = sluice().args(args).env("HOME", home.path()).env_remove("SLUICE_URL").output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
-        )
-    };
+    let cli = |args: &[&str]| cli(home.path(), args);
     let (ok, text) = cli(&["login", &format!("http://127.0.0.1:{port}"), "--token", &admin]);
     assert!(ok, "{text}");
     let (ok, text) = cli(&["pipelines", "metrics", "ticks"]);

@@ -17,6 +17,7 @@ pub mod format;
 pub mod http;
 mod io;
 pub mod kafka;
+mod lookup_cache;
 pub mod mqtt;
 pub mod nats;
 pub mod nexmark;

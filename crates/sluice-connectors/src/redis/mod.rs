@@ -2,7 +2,7 @@
 //! table for enrichment joins (string values holding JSON objects, or hashes; cached, with a
 //! time to live).
 //!
-//! **Keys** are templates ([`template`]): `user:{user_id}` is `user:` followed by the value of
+//! **Keys** are templates: `user:{user_id}` is `user:` followed by the value of
 //! column `user_id`; a key must use at least one column, and a record with a NULL in one of
 //! them cannot be written (it is a dead letter).
 //!
@@ -25,7 +25,7 @@
 //! (`mode: hash`: fields are columns, their text parsed as the declared types), all keys of a
 //! batch in one round trip. The key column of a found row is the key looked up; a key that
 //! does not exist has no row. A value that does not fit the schema is logged and treated as
-//! missing. Found rows and misses are cached ([`crate::lookup_cache`]). The schema must be
+//! missing. Found rows and misses are cached for `cache.ttl` ([`CacheOptions`]). The schema must be
 //! declared: Redis values carry no types.
 //!
 //! The URL's password never appears in messages, logs or dead letters: they name the server

@@ -6,7 +6,9 @@
 //! `batch_size` records are buffered, at the end of every epoch, before every checkpoint and at
 //! the end. The replies are checked one by one: a record whose commands were refused because
 //! the server is not ready is sent again with the next attempt, one refused for its key's type
-//! is a dead letter, any other refusal fails the run.
+//! is a dead letter, any other refusal fails the run. (Commands of one record are not a
+//! transaction: with `ttl`, the `PEXPIRE` after a refused `HSET` still applies to the key of
+//! another type.)
 
 use std::time::Duration;
 
@@ -136,106 +138,16 @@ impl RedisWriter {
     fn buffer(&mut self, batch: &RecordBatch) -> Result<()> {
         let index = self.batches.len();
         self.batches.push(batch.clone());
-        let json = match &self.layout {
-            Layout::Set { value: None, .. } => json_values(&mut self.json, batch),
-            _ => Vec::new(),
-        };
         let rows = match &self.layout {
             Layout::Set { key, value } => {
-                let keys = key.render(batch)?;
                 let values = match value {
-                    Some(column) => text_values(batch.column(*column))?
-                        .into_iter()
-                        .map(|v| {
-                            v.ok_or_else(|| {
-                                "the value column is NULL (a Redis string cannot be null)".to_owned()
-                            })
-                        })
-                        .collect(),
-                    None => json,
+                    Some(column) => column_values(batch.column(*column))?,
+                    None => json_values(&mut self.json, batch),
                 };
-                keys.into_iter()
-                    .zip(values)
-                    .map(|(key, value)| {
-                        let key = key.map_err(null_key)?;
-                        let mut set = redis::cmd("SET");
-                        set.arg(&key).arg(value?);
-                        if let Some(ttl) = self.ttl_ms {
-                            set.arg("PX").arg(ttl);
-                        }
-                        Ok((key, vec![set]))
-                    })
-                    .collect::<Vec<Result<_, String>>>()
+                set_writes(key, values, self.ttl_ms, batch)?
             }
-            Layout::Hash { key, fields } => {
-                let keys = key.render(batch)?;
-                let columns =
-                    fields.iter().map(|i| text_values(batch.column(*i))).collect::<Result<Vec<_>>>()?;
-                let names: Vec<&String> =
-                    fields.iter().map(|i| batch.schema_ref().field(*i).name()).collect();
-                keys.into_iter()
-                    .enumerate()
-                    .map(|(row, key)| {
-                        let key = key.map_err(null_key)?;
-                        let (mut set, mut delete) = (redis::cmd("HSET"), redis::cmd("HDEL"));
-                        set.arg(&key);
-                        delete.arg(&key);
-                        let (mut sets, mut deletes) = (0, 0);
-                        for (name, values) in names.iter().zip(&columns) {
-                            match &values[row] {
-                                Some(value) => {
-                                    set.arg(name.as_str()).arg(value);
-                                    sets += 1;
-                                }
-                                None => {
-                                    delete.arg(name.as_str());
-                                    deletes += 1;
-                                }
-                            }
-                        }
-                        let mut commands = Vec::with_capacity(3);
-                        if sets > 0 {
-                            commands.push(set);
-                        }
-                        if deletes > 0 {
-                            commands.push(delete);
-                        }
-                        if let Some(ttl) = self.ttl_ms {
-                            let mut expire = redis::cmd("PEXPIRE");
-                            expire.arg(&key).arg(ttl);
-                            commands.push(expire);
-                        }
-                        Ok((key, commands))
-                    })
-                    .collect()
-            }
-            Layout::Stream { stream } => {
-                let streams = stream.render(batch)?;
-                let columns = batch.columns().iter().map(text_values).collect::<Result<Vec<_>>>()?;
-                let schema = batch.schema();
-                streams
-                    .into_iter()
-                    .enumerate()
-                    .map(|(row, stream)| {
-                        let stream = stream.map_err(|column| {
-                            format!("column `{column}`, used by the stream name, is NULL, so the record has no stream")
-                        })?;
-                        let mut add = redis::cmd("XADD");
-                        add.arg(&stream).arg("*");
-                        let mut fields = 0;
-                        for (field, values) in schema.fields().iter().zip(&columns) {
-                            if let Some(value) = &values[row] {
-                                add.arg(field.name().as_str()).arg(value);
-                                fields += 1;
-                            }
-                        }
-                        if fields == 0 {
-                            return Err("every column is NULL, and a stream entry needs at least one field".to_owned());
-                        }
-                        Ok((stream, vec![add]))
-                    })
-                    .collect()
-            }
+            Layout::Hash { key, fields } => hash_writes(key, fields, self.ttl_ms, batch)?,
+            Layout::Stream { stream } => stream_writes(stream, batch)?,
         };
         for (row, write) in rows.into_iter().enumerate() {
             match write {
@@ -361,6 +273,121 @@ fn attempt(
         Some(reason) if !records.is_empty() => Err(Failure::Transient(reason)),
         _ => Ok(()),
     }
+}
+
+/// Per row: the key (or stream) written and its commands, or why the row cannot be written.
+type Writes = Vec<Result<(Vec<u8>, Vec<Cmd>), String>>;
+
+/// `SET key value [PX ttl]` per row.
+fn set_writes(
+    key: &BoundTemplate,
+    values: Vec<Result<Vec<u8>, String>>,
+    ttl_ms: Option<i64>,
+    batch: &RecordBatch,
+) -> Result<Writes> {
+    let keys = key.render(batch)?;
+    Ok(keys
+        .into_iter()
+        .zip(values)
+        .map(|(key, value)| {
+            let key = key.map_err(null_key)?;
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(value?);
+            if let Some(ttl) = ttl_ms {
+                set.arg("PX").arg(ttl);
+            }
+            Ok((key, vec![set]))
+        })
+        .collect())
+}
+
+/// Per row: `HSET key column value ...` for the non-null `fields`, `HDEL key column ...` for
+/// the null ones, and `PEXPIRE key ttl`.
+fn hash_writes(
+    key: &BoundTemplate,
+    fields: &[usize],
+    ttl_ms: Option<i64>,
+    batch: &RecordBatch,
+) -> Result<Writes> {
+    let keys = key.render(batch)?;
+    let columns = fields.iter().map(|i| text_values(batch.column(*i))).collect::<Result<Vec<_>>>()?;
+    let schema = batch.schema();
+    let names: Vec<&str> = fields.iter().map(|i| schema.field(*i).name().as_str()).collect();
+    Ok(keys
+        .into_iter()
+        .enumerate()
+        .map(|(row, key)| {
+            let key = key.map_err(null_key)?;
+            let (mut set, mut delete) = (redis::cmd("HSET"), redis::cmd("HDEL"));
+            set.arg(&key);
+            delete.arg(&key);
+            let (mut sets, mut deletes) = (0, 0);
+            for (name, values) in names.iter().zip(&columns) {
+                match &values[row] {
+                    Some(value) => {
+                        set.arg(*name).arg(value);
+                        sets += 1;
+                    }
+                    None => {
+                        delete.arg(*name);
+                        deletes += 1;
+                    }
+                }
+            }
+            let mut commands = Vec::with_capacity(3);
+            if sets > 0 {
+                commands.push(set);
+            }
+            if deletes > 0 {
+                commands.push(delete);
+            }
+            if let Some(ttl) = ttl_ms {
+                let mut expire = redis::cmd("PEXPIRE");
+                expire.arg(&key).arg(ttl);
+                commands.push(expire);
+            }
+            Ok((key, commands))
+        })
+        .collect())
+}
+
+/// `XADD stream * column value ...` per row, for its non-null columns.
+fn stream_writes(stream: &BoundTemplate, batch: &RecordBatch) -> Result<Writes> {
+    let streams = stream.render(batch)?;
+    let columns = batch.columns().iter().map(text_values).collect::<Result<Vec<_>>>()?;
+    let schema = batch.schema();
+    Ok(streams
+        .into_iter()
+        .enumerate()
+        .map(|(row, stream)| {
+            let stream = stream.map_err(|column| {
+                format!("column `{column}`, used by the stream name, is NULL, so the record has no stream")
+            })?;
+            let mut add = redis::cmd("XADD");
+            add.arg(&stream).arg("*");
+            let mut fields = 0;
+            for (field, values) in schema.fields().iter().zip(&columns) {
+                if let Some(value) = &values[row] {
+                    add.arg(field.name().as_str()).arg(value);
+                    fields += 1;
+                }
+            }
+            if fields == 0 {
+                return Err("every column is NULL, and a stream entry needs at least one field".to_owned());
+            }
+            Ok((stream, vec![add]))
+        })
+        .collect())
+}
+
+/// The values of the `value` column; a NULL cannot be written.
+fn column_values(column: &arrow::array::ArrayRef) -> Result<Vec<Result<Vec<u8>, String>>> {
+    Ok(text_values(column)?
+        .into_iter()
+        .map(|value| {
+            value.ok_or_else(|| "the value column is NULL (a Redis string cannot be null)".to_owned())
+        })
+        .collect())
 }
 
 /// Each row of `batch` as a JSON object, or why it cannot be encoded.

@@ -287,10 +287,11 @@ sinks:
     )
 }
 
-/// Every hash of `redis` (key without the prefix → fields) and the stream's entries, sorted.
-fn contents(
-    redis: &mut Keyspace,
-) -> (BTreeMap<String, BTreeMap<String, String>>, Vec<Vec<(String, String)>>) {
+/// Hashes by key without the prefix, and stream entries (each its fields in order).
+type Contents = (BTreeMap<String, BTreeMap<String, String>>, Vec<Vec<(String, String)>>);
+
+/// Every hash of `redis` and the stream's entries, sorted.
+fn contents(redis: &mut Keyspace) -> Contents {
     let mut hashes = BTreeMap::new();
     for key in redis.keys() {
         if key.ends_with(":picked") {

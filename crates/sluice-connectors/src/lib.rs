@@ -17,11 +17,13 @@ pub mod format;
 pub mod http;
 mod io;
 pub mod kafka;
+mod lookup_cache;
 pub mod mqtt;
 pub mod nats;
 pub mod nexmark;
 mod options;
 pub mod postgres;
+pub mod redis;
 mod schedule;
 pub mod stdout;
 pub mod testing;
@@ -82,12 +84,12 @@ pub fn source_connectors() -> &'static [&'static str] {
 
 /// Names of the sink connectors, sorted.
 pub fn sink_connectors() -> &'static [&'static str] {
-    &["blackhole", "file", "http", "kafka", "mqtt", "nats", "postgres", "stdout"]
+    &["blackhole", "file", "http", "kafka", "mqtt", "nats", "postgres", "redis", "stdout"]
 }
 
 /// Names of the lookup-table connectors, sorted.
 pub fn lookup_connectors() -> &'static [&'static str] {
-    &["file", "postgres"]
+    &["file", "postgres", "redis"]
 }
 
 /// Builds the source `connector` from its request; every problem is reported, with paths
@@ -115,6 +117,7 @@ pub fn build_sink(connector: &str, request: &SinkRequest) -> Result<Arc<dyn Sink
         "mqtt" => mqtt::build_sink(request),
         "nats" => nats::build_sink(request),
         "postgres" => postgres::build_sink(request),
+        "redis" => redis::build_sink(request),
         "stdout" => stdout::build(request),
         other => Err(vec![unknown_connector(other, sink_connectors())]),
     }
@@ -129,6 +132,7 @@ pub fn build_lookup(
     match connector {
         "file" => file::build_lookup(request),
         "postgres" => postgres::build_lookup(request),
+        "redis" => redis::build_lookup(request),
         other => Err(vec![unknown_connector(other, lookup_connectors())]),
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! For NATS JetStream and MQTT, whose servers run on the machine (`127.0.0.1:4222` and
 //! `127.0.0.1:1883`, started by `.ci/run` when down), [`nats`] and [`mqtt`] hold clients that
-//! create streams, publish and read back independently of the connectors.
+//! create streams, publish and read back independently of the connectors; for Redis
+//! (`127.0.0.1:6379`, also started by `.ci/run`), [`redis`] holds a client of a key space of
+//! its own and a private server that a test may stop.
 //!
 //! The binary is found at `$SLUICE_TANSU`, `$HOME/.cache/sluice-tools/bin/tansu` (where
 //! `.ci/run` installs it) or on `PATH`. When it is missing, [`Tansu::start`] panics if `CI` is
@@ -12,6 +14,7 @@
 
 pub mod mqtt;
 pub mod nats;
+pub mod redis;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -31,6 +31,8 @@ mod options;
 mod parquet;
 #[path = "connectors/postgres.rs"]
 mod postgres;
+#[path = "connectors/redis.rs"]
+mod redis;
 #[path = "connectors/replay.rs"]
 mod replay;
 #[path = "connectors/support.rs"]

@@ -8,7 +8,7 @@
 //! sent before it is delivered or dead-lettered.
 
 mod rate;
-mod retry;
+pub(crate) mod retry;
 pub(crate) mod secret;
 mod writer;
 
@@ -156,7 +156,7 @@ fn check(request: &SinkRequest) -> Result<HttpConfig, Vec<Diagnostic>> {
     let options = options::parse::<HttpSinkOptions>(request.options, OPTIONS, "options")?;
     let mut diagnostics = Vec::new();
     let retry = match &options.retry {
-        Some(retry) => check_retry(retry, &mut diagnostics),
+        Some(retry) => check_retry(retry, DEFAULT_RETRY, "request", &mut diagnostics),
         None => DEFAULT_RETRY,
     };
     let url = match options.url.as_deref() {
@@ -301,20 +301,27 @@ fn check_headers(
     checked
 }
 
-fn check_retry(value: &Value, diagnostics: &mut Vec<Diagnostic>) -> RetryPolicy {
+/// The `retry` option (at `options.retry`, checked as [`RetryOptions`]) over `defaults`; each
+/// attempt sends one `attempt` (a request, a batch), as messages say.
+pub(crate) fn check_retry(
+    value: &Value,
+    defaults: RetryPolicy,
+    attempt: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> RetryPolicy {
     let path = "options.retry";
     let retry = match options::parse::<RetryOptions>(value, RETRY_OPTIONS, path) {
         Ok(retry) => retry,
         Err(errors) => {
             diagnostics.extend(errors);
-            return DEFAULT_RETRY;
+            return defaults;
         }
     };
-    let mut policy = DEFAULT_RETRY;
+    let mut policy = defaults;
     match retry.max_attempts {
         Some(0) => diagnostics.push(Diagnostic::new(
             "options.retry.max_attempts",
-            "must be at least 1 (1 sends each request once, without retries)",
+            format!("must be at least 1 (1 sends each {attempt} once, without retries)"),
         )),
         Some(attempts) => policy.max_attempts = attempts,
         None => {}

@@ -1,20 +1,15 @@
 //! A PostgreSQL table (or the rows of a query) as a lookup table.
 //!
-//! The keys of one call are looked up with one statement (`WHERE key = ANY($1)`). Found rows,
-//! and keys without a row, are cached for the configured time to live in one cache shared by
-//! all workers; when it is full, expired entries go first, then the older half. The table tells
-//! callers not to cache on top ([`LookupTable::reuse_for`] is zero), so a row is never older
-//! than the time to live. When keys repeat in the table, the last row PostgreSQL returns wins;
+//! The keys of one call that are not cached ([`LookupCache`]) are looked up with one statement
+//! (`WHERE key = ANY($1)`). When keys repeat in the table, the last row PostgreSQL returns wins;
 //! rows with a null key are never matched.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, make_array};
-use arrow::compute::{cast, take};
+use arrow::array::{Array, ArrayRef, RecordBatch, make_array};
+use arrow::compute::cast;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::row::{OwnedRow, RowConverter, SortField};
 use sluice_runtime::processor::LookupTable;
 use sluice_runtime::{Error, Result};
 use sluice_spec::Diagnostic;
@@ -24,6 +19,7 @@ use sqlx::postgres::PgConnectOptions;
 use super::sink::columns_of;
 use super::types::{Prepared, Read, Wire, arrow_type_of};
 use super::{Database, TableName, database_error, quote};
+use crate::lookup_cache::{CacheSettings, LookupCache};
 
 /// Where looked-up rows come from.
 #[derive(Debug, Clone)]
@@ -58,8 +54,7 @@ pub(crate) struct LookupConfig {
     pub key: String,
     /// The declared schema; read from the database when absent.
     pub declared: Option<SchemaRef>,
-    pub ttl: Duration,
-    pub max_entries: usize,
+    pub cache: CacheSettings,
 }
 
 /// A PostgreSQL table (or query) read by key.
@@ -71,19 +66,7 @@ pub struct PostgresLookup {
     key_wire: Wire,
     reads: Vec<Read>,
     select_sql: String,
-    ttl: Duration,
-    max_entries: usize,
-    /// Encodes keys (the key column's type) for the cache.
-    keys: RowConverter,
-    /// Encodes whole rows for the cache.
-    rows: RowConverter,
-    cache: Mutex<HashMap<OwnedRow, Cached>>,
-}
-
-/// A cached row, or the knowledge that the key has none.
-struct Cached {
-    row: Option<OwnedRow>,
-    loaded: Instant,
+    cache: LookupCache,
 }
 
 impl std::fmt::Debug for PostgresLookup {
@@ -148,26 +131,10 @@ impl PostgresLookup {
         if !diagnostics.is_empty() {
             return Err(diagnostics);
         }
-        let converter =
-            |fields: Vec<SortField>| RowConverter::new(fields).map_err(|e| failed("schema", Error::from(e)));
-        let keys = converter(vec![SortField::new(schema.field(key_index).data_type().clone())])?;
-        let rows =
-            converter(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        let cache =
+            LookupCache::new(schema.clone(), key_index, config.cache).map_err(|e| failed("schema", e))?;
         let select_sql = select_sql(&config, &schema, &reads, key_wire);
-        Ok(Self {
-            db,
-            schema,
-            key: config.key,
-            key_index,
-            key_wire,
-            reads,
-            select_sql,
-            ttl: config.ttl,
-            max_entries: config.max_entries,
-            keys,
-            rows,
-            cache: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { db, schema, key: config.key, key_index, key_wire, reads, select_sql, cache })
     }
 
     /// The rows of the distinct `keys`, straight from the database.
@@ -202,22 +169,6 @@ impl PostgresLookup {
         RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
             Error::user(format!("a looked-up row has a null in a column declared `nullable: false`: {e}"))
         })
-    }
-
-    /// Makes room for `adding` entries: drops expired ones, then the older half if needed.
-    fn make_room(&self, cache: &mut HashMap<OwnedRow, Cached>, adding: usize, now: Instant) {
-        if cache.len() + adding <= self.max_entries {
-            return;
-        }
-        cache.retain(|_, cached| now.duration_since(cached.loaded) < self.ttl);
-        if cache.len() + adding <= self.max_entries {
-            return;
-        }
-        let mut loaded: Vec<Instant> = cache.values().map(|c| c.loaded).collect();
-        let middle = loaded.len() / 2;
-        let (_, median, _) = loaded.select_nth_unstable(middle);
-        let median = *median;
-        cache.retain(|_, cached| cached.loaded > median);
     }
 }
 
@@ -305,54 +256,6 @@ impl LookupTable for PostgresLookup {
                 ))
             })?
         };
-        let encoded = self.keys.convert_columns(std::slice::from_ref(&keys))?;
-        let now = Instant::now();
-        let mut found: Vec<OwnedRow> = Vec::new();
-        let mut missing: Vec<u32> = Vec::new();
-        {
-            let cache = self.cache.lock().map_err(|_| poisoned())?;
-            let mut seen = std::collections::HashSet::new();
-            for index in 0..keys.len() {
-                if keys.is_null(index) || !seen.insert(encoded.row(index)) {
-                    continue;
-                }
-                match cache.get(&encoded.row(index).owned()) {
-                    Some(cached) if now.duration_since(cached.loaded) < self.ttl => {
-                        found.extend(cached.row.clone());
-                    }
-                    _ => missing.push(index as u32),
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let wanted = take(&keys, &UInt32Array::from(missing.clone()), None)?;
-            let fetched = self.fetch(&wanted)?;
-            let fetched_keys = self.keys.convert_columns(&[fetched.column(self.key_index).clone()])?;
-            let fetched_rows = self.rows.convert_columns(fetched.columns())?;
-            // The last row of a repeated key wins.
-            let by_key: HashMap<_, usize> =
-                (0..fetched.num_rows()).map(|i| (fetched_keys.row(i), i)).collect();
-            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
-            if !self.ttl.is_zero() {
-                self.make_room(&mut cache, missing.len(), now);
-            }
-            for index in missing {
-                let key = encoded.row(index as usize);
-                let row = by_key.get(&key).map(|i| fetched_rows.row(*i).owned());
-                found.extend(row.clone());
-                if !self.ttl.is_zero() {
-                    cache.insert(key.owned(), Cached { row, loaded: now });
-                }
-            }
-        }
-        let columns = self.rows.convert_rows(found.iter().map(OwnedRow::row))?;
-        if columns.is_empty() || found.is_empty() {
-            return Ok(RecordBatch::new_empty(self.schema.clone()));
-        }
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        self.cache.lookup(&keys, |missing| self.fetch(missing))
     }
-}
-
-fn poisoned() -> Error {
-    Error::internal("a thread panicked while holding the PostgreSQL lookup cache")
 }

@@ -28,7 +28,10 @@ use sluice_spec::Diagnostic;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::lookup_cache::CacheSettings;
 use crate::{LookupRequest, SinkRequest, arrow_schema, options};
+
+pub use crate::lookup_cache::{CACHE_OPTIONS, CacheOptions};
 
 pub use lookup::PostgresLookup;
 pub use sink::{COMMITS_TABLE, PostgresSink};
@@ -90,20 +93,6 @@ pub struct PostgresLookupOptions {
 
 /// Option names of the `postgres` lookup table.
 pub const LOOKUP_OPTIONS: &[&str] = &["url", "url_env", "table", "query", "key", "cache"];
-
-/// Caching of looked-up rows (and of keys without a row), shared by all workers.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheOptions {
-    /// How long a looked-up row or miss is reused, e.g. `30s`; default `60s`; `0s` disables
-    /// the cache.
-    pub ttl: Option<String>,
-    /// Keys kept at most; when full, expired entries go, then the older half; default 100,000.
-    pub max_entries: Option<usize>,
-}
-
-/// Option names under `cache`.
-pub const CACHE_OPTIONS: &[&str] = &["ttl", "max_entries"];
 
 /// Rows per statement by default.
 const DEFAULT_BATCH_SIZE: usize = 5_000;
@@ -195,7 +184,7 @@ pub fn build_lookup(request: &LookupRequest) -> Result<Arc<dyn LookupTable>, Vec
     if options.key.is_none() {
         diagnostics.push(options::missing("options", "key"));
     }
-    let (ttl, max_entries) = cache_settings(options.cache.as_ref(), &mut diagnostics);
+    let cache = CacheSettings::check(options.cache.as_ref(), &mut diagnostics);
     let (Some(url), Some(source), Some(key)) = (url, source, options.key) else {
         return Err(diagnostics);
     };
@@ -203,37 +192,8 @@ pub fn build_lookup(request: &LookupRequest) -> Result<Arc<dyn LookupTable>, Vec
         return Err(diagnostics);
     }
     let declared = request.schema.map(arrow_schema);
-    let config = lookup::LookupConfig { url, source, key, declared, ttl, max_entries };
+    let config = lookup::LookupConfig { url, source, key, declared, cache };
     PostgresLookup::open(config).map(|table| Arc::new(table) as Arc<dyn LookupTable>)
-}
-
-/// The cache's time to live and size from the raw `cache` option.
-fn cache_settings(value: Option<&serde_json::Value>, diagnostics: &mut Vec<Diagnostic>) -> (Duration, usize) {
-    let cache = match value {
-        Some(value) => match options::parse::<CacheOptions>(value, CACHE_OPTIONS, "options.cache") {
-            Ok(cache) => cache,
-            Err(errors) => {
-                diagnostics.extend(errors);
-                CacheOptions::default()
-            }
-        },
-        None => CacheOptions::default(),
-    };
-    let ttl = match cache.ttl.as_deref().map(sluice_spec::parse_duration) {
-        None => Duration::from_secs(60),
-        Some(Ok(ttl)) => ttl,
-        Some(Err(message)) => {
-            diagnostics.push(Diagnostic::new("options.cache.ttl", message));
-            Duration::ZERO
-        }
-    };
-    if cache.max_entries == Some(0) {
-        diagnostics.push(
-            Diagnostic::new("options.cache.max_entries", "must be at least 1")
-                .suggest("set `ttl: 0s` to turn the cache off"),
-        );
-    }
-    (ttl, cache.max_entries.unwrap_or(100_000))
 }
 
 /// The connection options from `url` or the variable `url_env` names; problems are added to

@@ -13,6 +13,7 @@ mod nats;
 mod parallel;
 mod postgres;
 mod recovery;
+mod redis;
 mod state_backend;
 mod validate;
 

@@ -134,6 +134,25 @@ sinks:
         ],
     ),
     (
+        // Every bad option of a Redis lookup and sink at once; the URL's password is never shown.
+        r#"
+name: redis-options
+sources:
+  - {name: gen, connector: datagen, schema: [{name: id, type: int64}], options: {count: 1}}
+lookups:
+  - {name: users, connector: redis, options: {url: "redis://127.0.0.1:6379/0", key: "u:{uid}", cache: {ttl: 1}}, schema: [{name: id, type: int64}]}
+sinks:
+  - {name: out, connector: redis, inputs: [gen], options: {url: "redis://ann:secret@127.0.0.1:6379/x", mode: hash, key: id, ttl: forever}}
+"#,
+        &[
+            r#"lookups[0].options.key: column "uid" is not in the schema; did you mean "id"?"#,
+            r#"lookups[0].options.cache.ttl: invalid type: integer `1`, expected a string"#,
+            r#"sinks[0].options.url: not a valid Redis URL: Invalid database number - InvalidClientConfig; e.g. redis://127.0.0.1:6379/0, or redis://user:password@host:6379/0"#,
+            r#"sinks[0].options.key: "id" uses no column, so every record would have one key; write {id} for the value of column `id`, or e.g. `user:{id}`"#,
+            r#"sinks[0].options.ttl: invalid duration "forever": write a number and a unit, like 500ms, 5s, 2m or 1h"#,
+        ],
+    ),
+    (
         "name: [unclosed\n",
         &[
             "2:1: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 1 column 7",

@@ -3,7 +3,8 @@
 //!
 //! A dataset is `<system>:<name>`: `kafka:orders`, `postgres:public.payments`,
 //! `nats:ORDERS`, `mqtt:plant/+/temp`, `file:/data/in` or `file:s3://bucket/prefix`,
-//! `http:https://api.example.com/v1/events`. Generators and debugging sinks read and write no
+//! `http:https://api.example.com/v1/events`, `redis:user:{user_id}` (a key template names its
+//! keyspace; a stream sink, its stream). Generators and debugging sinks read and write no
 //! dataset, and neither do files at relative paths (those live in the pipeline's own folder).
 
 use serde::Serialize;
@@ -107,6 +108,10 @@ fn names(connector: &str, options: &Value, using: Use) -> Vec<String> {
         "nats" => ("nats", [text("subject").into_iter().collect(), list("subjects")].concat()),
         "mqtt" => ("mqtt", [text("topic").into_iter().collect(), list("topics")].concat()),
         "postgres" => ("postgres", text("table").into_iter().collect()),
+        "redis" if text("mode").as_deref() == Some("stream") => {
+            ("redis", text("stream").into_iter().collect())
+        }
+        "redis" => ("redis", text("key").into_iter().collect()),
         "http" => (
             "http",
             text("url")
@@ -167,6 +172,10 @@ sinks:
   - {name: f, connector: http, inputs: [b], options: {url: 'https://api.example.com/v1/events?key=1'}}
   - {name: g, connector: stdout, inputs: [c]}
   - {name: h, connector: kafka, inputs: [d], options: {brokers: b, topic: large}}
+  - {name: i, connector: redis, inputs: [a], options: {url: 'redis://h', mode: hash, key: 'user:{x}'}}
+  - {name: j, connector: redis, inputs: [a], options: {url: 'redis://h', mode: stream, stream: clicks}}
+lookups:
+  - {name: k, connector: redis, options: {url: 'redis://h', key: 'profile:{x}'}, schema: [{name: x, type: int64}]}
 ",
         )
         .unwrap();
@@ -176,9 +185,12 @@ sinks:
             ("kafka:orders", Use::Read, "sources[0]"),
             ("kafka:refunds", Use::Read, "sources[0]"),
             ("file:/data/in", Use::Read, "sources[2]"),
+            ("redis:profile:{x}", Use::Read, "lookups[0]"),
             ("postgres:public.payments", Use::Write, "sinks[0]"),
             ("http:https://api.example.com/v1/events", Use::Write, "sinks[1]"),
             ("kafka:large", Use::Write, "sinks[3]"),
+            ("redis:user:{x}", Use::Write, "sinks[4]"),
+            ("redis:clicks", Use::Write, "sinks[5]"),
         ];
         let expected: Vec<(String, Use, String)> =
             expected.iter().map(|(d, u, p)| (d.to_string(), *u, p.to_string())).collect();

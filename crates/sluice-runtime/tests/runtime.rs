@@ -1,10 +1,11 @@
 //! Runs small graphs with in-test connectors through the real timely runtime: results must not
 //! depend on the number of workers, keyed exchange must co-locate keys, failures must name the
-//! node, and a stop request must end an unbounded pipeline.
+//! node, a stop request must end an unbounded pipeline, and a slow worker must not stall a
+//! fast one for good.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::Int64Array;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -154,6 +155,10 @@ struct Built {
 }
 
 fn graph(count: Option<i64>, fail_on: Option<i64>, keyed: bool) -> Built {
+    graph_from(Arc::new(Numbers { count }), fail_on, keyed)
+}
+
+fn graph_from(source: Arc<dyn Source>, fail_on: Option<i64>, keyed: bool) -> Built {
     let sink = Collect::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let processor = Doubler { fail_on, worker_seen: seen.clone(), thread_tag: 0 };
@@ -161,11 +166,7 @@ fn graph(count: Option<i64>, fail_on: Option<i64>, keyed: bool) -> Built {
         GraphNode {
             name: "numbers".into(),
             inputs: vec![],
-            kind: NodeKind::Source {
-                source: Arc::new(Numbers { count }),
-                on_error: OnError::Fail,
-                watermark: None,
-            },
+            kind: NodeKind::Source { source, on_error: OnError::Fail, watermark: None },
         },
         GraphNode {
             name: "double".into(),
@@ -266,4 +267,71 @@ fn stop_ends_an_unbounded_pipeline_and_flushes_sinks() {
     // Epochs of 20 ms over ~300 ms: the two workers' sinks hear of several completed epochs.
     let epochs = built.sink.completed_epochs.lock().unwrap().clone();
     assert!(epochs.len() >= 2 * 3, "sinks should hear of completed epochs: {epochs:?}");
+}
+
+/// A live source whose workers read at different speeds: worker 0 gets `count` even numbers,
+/// 50 every 5 ms, then waits for more that never come; worker 1 reads odd numbers forever, 100
+/// at a time, each poll taking 100 ms (a busy or descheduled thread).
+struct Uneven {
+    count: i64,
+}
+
+struct UnevenReader {
+    worker: usize,
+    next: i64,
+    count: i64,
+}
+
+impl Source for Uneven {
+    fn outputs(&self) -> Vec<SourceOutput> {
+        vec![SourceOutput { name: String::new(), schema: schema() }]
+    }
+    fn open(&self, context: SourceContext) -> Result<Box<dyn SourceReader>> {
+        let worker = context.worker.index;
+        Ok(Box::new(UnevenReader { worker, next: worker as i64, count: self.count }))
+    }
+}
+
+impl SourceReader for UnevenReader {
+    fn poll(&mut self, _max_rows: usize, out: &mut Vec<SourceBatch>) -> Result<SourceStatus> {
+        let rows = if self.worker == 0 {
+            (self.count - self.next / 2).clamp(0, 50) as usize
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            100
+        };
+        if rows == 0 {
+            return Ok(SourceStatus::Idle(Duration::from_millis(10)));
+        }
+        let values: Vec<i64> = (0..rows as i64).map(|i| self.next + 2 * i).collect();
+        self.next += 2 * rows as i64;
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values))])?;
+        out.push(SourceBatch { output: 0, split: 0, batch });
+        Ok(if self.worker == 0 { SourceStatus::Idle(Duration::from_millis(5)) } else { SourceStatus::Ready })
+    }
+}
+
+/// Epochs are counted per worker; a worker whose thread is slow counts fewer. The fast worker
+/// used to go on counting epochs while it waited for the slow one, so the gap only grew and it
+/// never read again (a Kafka consumer stalled mid-topic while the other worker read on).
+#[test]
+fn a_slow_worker_does_not_stall_a_fast_one_for_good() {
+    let count = 2_000;
+    let built = graph_from(Arc::new(Uneven { count }), None, true);
+    let rows = built.sink.rows.clone();
+    let runtime = Runtime::new(built.graph).unwrap();
+    let options = options(2);
+    let stop = options.stop.clone();
+    let fast_rows = move || rows.lock().unwrap().iter().filter(|n| *n % 4 == 0).count() as i64;
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fast_rows() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::SeqCst);
+        fast_rows()
+    });
+    runtime.run(&options).unwrap();
+    let read = watcher.join().unwrap();
+    assert_eq!(read, count, "the fast worker's rows all reach the sink within 30 s");
 }

@@ -120,6 +120,13 @@ pub(crate) fn source<'scope>(
             };
             let ending = if pacing.stop.load(Ordering::Relaxed) || failure.has_failed() {
                 Some(Ending::Stopped)
+            } else if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_in_flight)) {
+                // Downstream is behind: wait rather than buffer unboundedly, and count no epochs
+                // meanwhile. Each worker counts its own epochs and the frontier waits for the
+                // slowest; a worker that counted on while waiting would only get further ahead of
+                // a slower one (busy, or descheduled on a loaded machine) and never read again.
+                activator.activate_after(Duration::from_millis(1));
+                return false;
             } else {
                 let since_epoch = epoch_started.elapsed();
                 if since_epoch >= pacing.epoch {
@@ -145,11 +152,6 @@ pub(crate) fn source<'scope>(
                     parts_cap.downgrade(&epoch);
                 }
                 let until_next_epoch = pacing.epoch.saturating_sub(epoch_started.elapsed());
-                if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_in_flight)) {
-                    // Downstream is behind: wait rather than buffer unboundedly.
-                    activator.activate_after(Duration::from_millis(1).min(until_next_epoch));
-                    return false;
-                }
                 let mut status = SourceStatus::Ready;
                 for _ in 0..POLLS_PER_ACTIVATION {
                     status = match source.poll(POLL_ROWS, &mut produced) {

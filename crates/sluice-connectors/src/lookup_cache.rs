@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::take;
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, make_array};
+use arrow::compute::{cast, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use serde::Deserialize;
@@ -104,16 +104,32 @@ impl LookupCache {
         Ok(Self { schema, key_index, settings, keys, rows, entries: Mutex::new(HashMap::new()) })
     }
 
-    /// The rows whose key is one of `keys` (of the key column's type; nulls match nothing), at
-    /// most one per key: those cached and not expired, and the others from `fetch`, which is
-    /// called at most once, with the distinct missing keys, and returns their rows (of the
+    /// The rows whose key is one of `keys` (nulls match nothing), at most one per key: those
+    /// cached and not expired, and the others from `fetch`, which is called at most once, with
+    /// the distinct missing keys cast to the key column's type, and returns their rows (of the
     /// cache's schema, in any order; when a key repeats, its last row wins; a key without a row
-    /// has no match, which is cached as well).
+    /// has no match, which is cached as well). Keys that cannot be cast are an error naming
+    /// `system`, e.g. `Redis`.
     pub(crate) fn lookup(
         &self,
-        keys: &ArrayRef,
+        system: &str,
+        keys: &dyn Array,
         fetch: impl FnOnce(&ArrayRef) -> Result<RecordBatch>,
     ) -> Result<RecordBatch> {
+        let key = self.schema.field(self.key_index);
+        let keys: ArrayRef = make_array(keys.to_data());
+        let keys = &if keys.data_type() == key.data_type() {
+            keys
+        } else {
+            cast(&keys, key.data_type()).map_err(|e| {
+                Error::user(format!(
+                    "cannot look up keys of type {} in {system}, whose key column \"{}\" is of type {}: {e}",
+                    keys.data_type(),
+                    key.name(),
+                    key.data_type()
+                ))
+            })?
+        };
         let encoded = self.keys.convert_columns(std::slice::from_ref(keys))?;
         let now = Instant::now();
         let mut found: Vec<OwnedRow> = Vec::new();
@@ -223,11 +239,11 @@ mod tests {
             // Key 1 twice: the last row wins. Key 3 has no row.
             Ok(rows(&[1, 2, 1], &["old", "bob", "ann"]))
         };
-        let found = cache.lookup(&keys(&[Some(1), None, Some(2), Some(1), Some(3)]), fetch).unwrap();
+        let found = cache.lookup("test", &keys(&[Some(1), None, Some(2), Some(1), Some(3)]), fetch).unwrap();
         assert_eq!(fetched.take(), [1, 2, 3]);
         assert_eq!(found, rows(&[1, 2], &["ann", "bob"]));
         let again = cache
-            .lookup(&keys(&[Some(3), Some(2)]), |_| panic!("everything is cached, misses included"))
+            .lookup("test", &keys(&[Some(3), Some(2)]), |_| panic!("everything is cached, misses included"))
             .unwrap();
         assert_eq!(again, rows(&[2], &["bob"]));
     }
@@ -238,7 +254,7 @@ mod tests {
             LookupCache::new(schema(), 0, CacheSettings { ttl: Duration::ZERO, max_entries: 10 }).unwrap();
         let calls = Cell::new(0);
         for _ in 0..2 {
-            off.lookup(&keys(&[Some(1)]), |_| {
+            off.lookup("test", &keys(&[Some(1)]), |_| {
                 calls.set(calls.get() + 1);
                 Ok(rows(&[1], &["a"]))
             })
@@ -249,7 +265,7 @@ mod tests {
             LookupCache::new(schema(), 0, CacheSettings { ttl: Duration::from_secs(60), max_entries: 4 })
                 .unwrap();
         for id in 0..6 {
-            small.lookup(&keys(&[Some(id)]), |_| Ok(rows(&[id], &["x"]))).unwrap();
+            small.lookup("test", &keys(&[Some(id)]), |_| Ok(rows(&[id], &["x"]))).unwrap();
         }
         assert!(small.entries.lock().unwrap().len() <= 4);
     }

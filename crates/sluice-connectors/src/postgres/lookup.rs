@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, make_array};
-use arrow::compute::cast;
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use sluice_runtime::processor::LookupTable;
 use sluice_runtime::{Error, Result};
@@ -62,7 +61,6 @@ pub struct PostgresLookup {
     db: Database,
     schema: SchemaRef,
     key: String,
-    key_index: usize,
     key_wire: Wire,
     reads: Vec<Read>,
     select_sql: String,
@@ -134,7 +132,7 @@ impl PostgresLookup {
         let cache =
             LookupCache::new(schema.clone(), key_index, config.cache).map_err(|e| failed("schema", e))?;
         let select_sql = select_sql(&config, &schema, &reads, key_wire);
-        Ok(Self { db, schema, key: config.key, key_index, key_wire, reads, select_sql, cache })
+        Ok(Self { db, schema, key: config.key, key_wire, reads, select_sql, cache })
     }
 
     /// The rows of the distinct `keys`, straight from the database.
@@ -243,19 +241,6 @@ impl LookupTable for PostgresLookup {
     }
 
     fn lookup(&self, keys: &dyn Array) -> Result<RecordBatch> {
-        let key_type = self.schema.field(self.key_index).data_type();
-        let keys: ArrayRef = make_array(keys.to_data());
-        let keys = if keys.data_type() == key_type {
-            keys
-        } else {
-            cast(&keys, key_type).map_err(|e| {
-                Error::user(format!(
-                    "cannot look up keys of type {} in PostgreSQL, whose key \"{}\" is of type {key_type}: {e}",
-                    keys.data_type(),
-                    self.key
-                ))
-            })?
-        };
-        self.cache.lookup(&keys, |missing| self.fetch(missing))
+        self.cache.lookup("PostgreSQL", keys, |missing| self.fetch(missing))
     }
 }

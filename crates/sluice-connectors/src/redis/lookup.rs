@@ -10,10 +10,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, UInt32Array, make_array,
-};
-use arrow::compute::{CastOptions, cast, cast_with_options, filter, take};
+use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{CastOptions, cast_with_options, filter, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use redis::Value;
 use sluice_runtime::processor::LookupTable;
@@ -338,20 +336,7 @@ impl LookupTable for RedisLookup {
     }
 
     fn lookup(&self, keys: &dyn Array) -> Result<RecordBatch> {
-        let key_type = self.schema.field(self.key_index).data_type();
-        let keys: ArrayRef = make_array(keys.to_data());
-        let keys = if keys.data_type() == key_type {
-            keys
-        } else {
-            cast(&keys, key_type).map_err(|e| {
-                Error::user(format!(
-                    "cannot look up keys of type {} in Redis, whose key column \"{}\" is of type {key_type}: {e}",
-                    keys.data_type(),
-                    self.key_column
-                ))
-            })?
-        };
-        self.cache.lookup(&keys, |missing| self.fetch(missing))
+        self.cache.lookup("Redis", keys, |missing| self.fetch(missing))
     }
 }
 

@@ -122,7 +122,7 @@ fn bad_lookup_configs_get_exact_diagnostics() {
     let (_dir, base) = temp();
     std::fs::write(base.join("users.jsonl"), "{\"id\": 1}\n").unwrap();
     let fields = schema();
-    assert_eq!(lookup_connectors(), ["file", "postgres"]);
+    assert_eq!(lookup_connectors(), ["file", "postgres", "redis"]);
     assert_eq!(
         errors("fiel", json!({}), None, &base),
         ["connector: unknown connector \"fiel\"; did you mean \"file\"?"]

@@ -142,6 +142,14 @@ pub trait SourceReader {
     fn lag(&self) -> Option<u64> {
         None
     }
+
+    /// Whether split `split` is known to hold records this reader has not read yet (a Kafka
+    /// partition behind its high watermark). Such a split is never idle for watermarks, however
+    /// long it has been silent: a reader slowed down (a busy machine, a slow sink) must not let
+    /// event time pass its backlog, which would make those records late. Default: not known.
+    fn backlogged(&self, _split: usize) -> bool {
+        false
+    }
 }
 
 /// A configured sink, shared by all workers; creates one writer per worker.

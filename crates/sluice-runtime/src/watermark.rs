@@ -125,13 +125,20 @@ impl SourceWatermark {
         }
     }
 
-    /// The watermark with `splits` splits at `now`; never moves backwards.
-    pub fn state(&mut self, splits: usize, now: Instant) -> SourceWatermarkState {
+    /// The watermark with `splits` splits at `now`; never moves backwards. A split silent for
+    /// the idle timeout is idle unless `backlogged` says it has records still to read.
+    pub fn state(
+        &mut self,
+        splits: usize,
+        now: Instant,
+        backlogged: impl Fn(usize) -> bool,
+    ) -> SourceWatermarkState {
         self.resize(splits, now);
         let mut lowest: Option<EventTime> = None;
-        for progress in &self.splits {
+        for (split, progress) in self.splits.iter().enumerate() {
             let idle =
-                self.idle_timeout.is_some_and(|timeout| now.duration_since(progress.last_active) >= timeout);
+                self.idle_timeout.is_some_and(|timeout| now.duration_since(progress.last_active) >= timeout)
+                    && !backlogged(split);
             if idle {
                 continue;
             }
@@ -309,16 +316,31 @@ mod tests {
     fn source_watermark_is_min_over_active_splits() {
         let start = Instant::now();
         let mut source = SourceWatermark::new(Duration::from_millis(10), Some(Duration::from_secs(5)));
-        assert_eq!(source.state(0, start), SourceWatermarkState::Idle, "no split: idle");
+        let none = |_| false;
+        assert_eq!(source.state(0, start, none), SourceWatermarkState::Idle, "no split: idle");
         source.observe(0, 2, Some(1_000), start);
-        assert_eq!(source.state(2, start), SourceWatermarkState::Pending, "split 1 has no data yet");
+        assert_eq!(source.state(2, start, none), SourceWatermarkState::Pending, "split 1 has no data yet");
         source.observe(1, 2, Some(500), start);
-        assert_eq!(source.state(2, start), SourceWatermarkState::At(490));
+        assert_eq!(source.state(2, start, none), SourceWatermarkState::At(490));
         let later = start + Duration::from_secs(6);
         source.observe(0, 2, Some(2_000), later);
-        assert_eq!(source.state(2, later), SourceWatermarkState::At(1_990), "split 1 went idle");
+        assert_eq!(source.state(2, later, none), SourceWatermarkState::At(1_990), "split 1 went idle");
         source.observe(1, 2, Some(600), later);
-        assert_eq!(source.state(2, later), SourceWatermarkState::At(1_990), "never moves backwards");
+        assert_eq!(source.state(2, later, none), SourceWatermarkState::At(1_990), "never moves backwards");
+    }
+
+    #[test]
+    fn a_silent_split_with_records_still_to_read_is_not_idle() {
+        let start = Instant::now();
+        let mut source = SourceWatermark::new(Duration::from_millis(10), Some(Duration::from_secs(5)));
+        source.observe(0, 2, Some(1_000), start);
+        source.observe(1, 2, Some(500), start);
+        let later = start + Duration::from_secs(6);
+        source.observe(0, 2, Some(2_000), later);
+        // Split 1 was silent past the timeout, but its reader is behind: it holds event time.
+        assert_eq!(source.state(2, later, |split| split == 1), SourceWatermarkState::At(490));
+        // Once it has caught up (nothing left to read), silence makes it idle again.
+        assert_eq!(source.state(2, later, |_| false), SourceWatermarkState::At(1_990));
     }
 
     #[test]

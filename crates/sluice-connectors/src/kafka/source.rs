@@ -419,6 +419,17 @@ impl SourceReader for KafkaReader {
         Ok(())
     }
 
+    fn backlogged(&self, split: usize) -> bool {
+        let (Some(split), Ok(marks)) =
+            (self.splits.get(split), self.consumer.context().high_watermarks.lock())
+        else {
+            return false;
+        };
+        // The high watermark comes from the latest statistics (every second): it may be behind the
+        // broker's, never ahead, so a split said to be backlogged is.
+        marks.get(&(split.topic.clone(), split.partition)).is_some_and(|high| *high > split.next)
+    }
+
     fn lag(&self) -> Option<u64> {
         let marks = self.consumer.context().high_watermarks.lock().ok()?;
         let mut lag = 0u64;

@@ -186,7 +186,9 @@ pub(crate) fn source<'scope>(
                 }
                 // Announce the watermark when it changes (idle when there is no event time).
                 let state = match generator.as_mut() {
-                    Some(generator) => generator.state(source.splits(), Instant::now()),
+                    Some(generator) => {
+                        generator.state(source.splits(), Instant::now(), |split| source.backlogged(split))
+                    }
                     None => SourceWatermarkState::Idle,
                 };
                 let now = match state {

@@ -931,6 +931,31 @@ sinks:
     let (status, _) = f.call(Caller::Viewer, Method::GET, &format!("{base}/cluster"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // A secret named by a connection or by a pipeline version in use cannot be deleted.
+    let vault = json!({ "connector": "http", "options": { "headers": { "x-key": "${env:SLUICE_SECRET_KAFKA_PW}" } } });
+    let (status, _) = f.call(Caller::Developer, Method::PUT, &format!("{base}/vault"), Some(vault)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let direct = SPEC.replace("name: orders", "name: direct").replace(
+        "options: {path: out, format: jsonl}",
+        "options: {path: out, format: jsonl, note: SLUICE_SECRET_KAFKA_PW}",
+    );
+    let (status, body) =
+        f.call(Caller::Developer, Method::POST, pipelines, Some(json!({ "spec": direct }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret_path = "/api/v1/teams/payments/secrets/kafka-pw";
+    let (status, body) = f.call(Caller::Developer, Method::DELETE, secret_path, None).await;
+    assert_eq!(
+        (status, &body["error"]["details"]["used_by"]),
+        (StatusCode::CONFLICT, &json!(["connection vault", "pipeline direct (version 1)"])),
+        "{body}"
+    );
+    for path in [format!("{base}/vault"), format!("{pipelines}/direct")] {
+        let (status, body) = f.call(Caller::Developer, Method::DELETE, &path, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {body}");
+    }
+    let (status, _) = f.call(Caller::Developer, Method::DELETE, secret_path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "unused now");
+
     // A deleted team takes its secrets and connections along: a new team of that name starts bare.
     let (status, body) =
         f.call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" }))).await;

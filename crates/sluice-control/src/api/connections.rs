@@ -157,7 +157,7 @@ async fn find(app: &App, team: &str, name: &str) -> ApiResult<ConnectionRecord> 
 }
 
 /// The versions of `pipeline` that may run: the deployed one and the latest.
-fn versions_in_use(pipeline: &PipelineRecord) -> Vec<i64> {
+pub(super) fn versions_in_use(pipeline: &PipelineRecord) -> Vec<i64> {
     let mut versions = vec![pipeline.latest_version];
     versions.extend(pipeline.deployed_version.filter(|v| *v != pipeline.latest_version));
     versions

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{App, Body, Segments};
 use crate::auth::{Principal, check_name};
 use crate::error::{ApiError, ApiResult};
-use crate::secrets::{MIN_SECRET_LEN, env_name};
+use crate::secrets::{MIN_SECRET_LEN, env_name, secret_references};
 
 /// `GET /api/v1/teams/{team}/secrets`.
 pub async fn list(State(app): State<App>, Segments(team): Segments<String>) -> ApiResult<Json<Value>> {
@@ -46,11 +46,36 @@ pub async fn put(
     })))
 }
 
-/// `DELETE /api/v1/teams/{team}/secrets/{secret}`.
+/// `DELETE /api/v1/teams/{team}/secrets/{secret}`: refused while a connection, or the latest or
+/// deployed version of a pipeline, names it (their workers would fail at their next start).
 pub async fn delete(
     State(app): State<App>,
     Segments((team, name)): Segments<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let env = env_name(&name);
+    let names = |text: &str| secret_references(text).contains(&env.as_str());
+    let mut users = Vec::new();
+    for connection in app.store.connections(&team).await? {
+        if names(&Value::Object(connection.options).to_string()) {
+            users.push(format!("connection {}", connection.name));
+        }
+    }
+    for pipeline in app.store.pipelines(Some(&team)).await? {
+        for version in super::connections::versions_in_use(&pipeline) {
+            if let Some(spec) = app.store.version(&team, &pipeline.name, version).await?
+                && names(&spec.spec)
+            {
+                users.push(format!("pipeline {} (version {version})", pipeline.name));
+            }
+        }
+    }
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "secret \"{name}\" ({env}) is used by {}; change those first",
+            users.join(", ")
+        ))
+        .with_details(json!({ "used_by": users })));
+    }
     app.store.delete_secret(&team, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

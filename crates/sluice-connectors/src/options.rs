@@ -53,6 +53,42 @@ pub(crate) fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
+/// A connection URL given as `url`, or as `url_env` naming an environment variable that holds it
+/// (a secret): its text and the option path it came from. `what` names it in messages (e.g.
+/// `database URL`); `example` is a URL without a password, `example_with_password` one with.
+pub(crate) fn url_or_env(
+    url: Option<&str>,
+    url_env: Option<&str>,
+    what: &str,
+    example: &str,
+    example_with_password: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(String, &'static str)> {
+    match (url, url_env) {
+        (Some(_), Some(_)) => {
+            diagnostics.push(Diagnostic::new("options.url_env", "give either `url` or `url_env`, not both"));
+            None
+        }
+        (Some(url), None) => Some((url.to_owned(), "options.url")),
+        (None, Some(name)) => match std::env::var(name) {
+            Ok(url) => Some((url, "options.url_env")),
+            Err(_) => {
+                diagnostics.push(
+                    Diagnostic::new("options.url_env", format!("environment variable \"{name}\" is not set"))
+                        .suggest(format!("export it with the {what}, e.g. {example_with_password}")),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            diagnostics.push(Diagnostic::new("options.url", "missing required option \"url\"").suggest(
+                format!("give `url: {example}`, or `url_env` naming an environment variable that holds it"),
+            ));
+            None
+        }
+    }
+}
+
 /// A diagnostic for an option the connector cannot do without.
 pub(crate) fn missing(path: &str, key: &str) -> Diagnostic {
     Diagnostic::new(join(path, key), format!("missing required option \"{key}\""))

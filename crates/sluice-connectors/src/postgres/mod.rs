@@ -203,33 +203,14 @@ fn connect_options(
     url_env: Option<&str>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<PgConnectOptions> {
-    let (text, path) = match (url, url_env) {
-        (Some(_), Some(_)) => {
-            diagnostics.push(Diagnostic::new("options.url_env", "give either `url` or `url_env`, not both"));
-            return None;
-        }
-        (Some(url), None) => (url.to_owned(), "options.url"),
-        (None, Some(name)) => match std::env::var(name) {
-            Ok(url) => (url, "options.url_env"),
-            Err(_) => {
-                diagnostics.push(
-                    Diagnostic::new("options.url_env", format!("environment variable \"{name}\" is not set"))
-                        .suggest(
-                            "export it with the database URL, e.g. postgres://user:password@host:5432/db",
-                        ),
-                );
-                return None;
-            }
-        },
-        (None, None) => {
-            diagnostics.push(
-                Diagnostic::new("options.url", "missing required option \"url\"").suggest(
-                    "give `url: postgres://user@host:5432/db`, or `url_env` naming an environment variable that holds it",
-                ),
-            );
-            return None;
-        }
-    };
+    let (text, path) = options::url_or_env(
+        url,
+        url_env,
+        "database URL",
+        "postgres://user@host:5432/db",
+        "postgres://user:password@host:5432/db",
+        diagnostics,
+    )?;
     if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
         diagnostics.push(
             Diagnostic::new(path, "not a PostgreSQL URL: it must start with postgres:// or postgresql://")

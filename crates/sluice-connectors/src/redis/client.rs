@@ -18,6 +18,7 @@ use sluice_spec::Diagnostic;
 use crate::http::retry::RetryPolicy;
 use crate::http::secret::Redactor;
 use crate::io::IoRuntime;
+use crate::options;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,33 +53,14 @@ impl RedisUrl {
         url_env: Option<&str>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Self> {
-        let (text, path) = match (url, url_env) {
-            (Some(_), Some(_)) => {
-                diagnostics
-                    .push(Diagnostic::new("options.url_env", "give either `url` or `url_env`, not both"));
-                return None;
-            }
-            (Some(url), None) => (url.to_owned(), "options.url"),
-            (None, Some(name)) => match std::env::var(name) {
-                Ok(url) => (url, "options.url_env"),
-                Err(_) => {
-                    diagnostics.push(
-                        Diagnostic::new(
-                            "options.url_env",
-                            format!("environment variable \"{name}\" is not set"),
-                        )
-                        .suggest("export it with the Redis URL, e.g. redis://user:password@host:6379/0"),
-                    );
-                    return None;
-                }
-            },
-            (None, None) => {
-                diagnostics.push(Diagnostic::new("options.url", "missing required option \"url\"").suggest(
-                    "give `url: redis://host:6379/0`, or `url_env` naming an environment variable that holds it",
-                ));
-                return None;
-            }
-        };
+        let (text, path) = options::url_or_env(
+            url,
+            url_env,
+            "Redis URL",
+            "redis://host:6379/0",
+            "redis://user:password@host:6379/0",
+            diagnostics,
+        )?;
         match Self::parse(&text) {
             Ok(url) => Some(url),
             Err(diagnostic) => {

@@ -17,7 +17,7 @@ use arrow_avro::reader::{Reader, ReaderBuilder};
 use arrow_avro::writer::AvroWriter;
 use sluice_runtime::{Error, Result};
 
-use crate::format::conform::Conform;
+use crate::format::conform::{Conform, Missing};
 
 /// An Avro container file being read into batches of the source's schema.
 pub(crate) struct AvroFileReader {
@@ -49,13 +49,14 @@ impl AvroFileReader {
                      path or rewrite it (uncompressed)"
                 ))
             })?;
-        let (read, conform) = Conform::plan(&reader.schema(), schema).map_err(|problems| {
-            Error::user(format!(
-                "the Avro file {name} does not fit the source's schema: {}; declare the schema as the \
+        let (read, conform) =
+            Conform::plan(&reader.schema(), schema, Missing::Problem).map_err(|problems| {
+                Error::user(format!(
+                    "the Avro file {name} does not fit the source's schema: {}; declare the schema as the \
                  file has it (or use `infer_schema: true`)",
-                problems.join("; ")
-            ))
-        })?;
+                    problems.join("; ")
+                ))
+            })?;
         Ok(Self { reader, read, conform, skip, name: name.to_owned() })
     }
 

@@ -19,7 +19,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use sluice_runtime::{Error, Result};
 
 use super::storage::{ObjectRanges, ObjectReader, RandomAccess};
-use crate::format::conform::Conform;
+use crate::format::conform::{Conform, Missing};
 
 /// Rows per row group written by the sink unless `row_group_rows` says otherwise.
 pub(crate) const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -69,13 +69,14 @@ impl ParquetReader {
                  rewrite it"
             ))
         })?;
-        let (roots, conform) = Conform::plan(builder.schema(), schema).map_err(|problems| {
-            Error::user(format!(
-                "the Parquet file {name} does not fit the source's schema: {}; declare the schema as \
+        let (roots, conform) =
+            Conform::plan(builder.schema(), schema, Missing::Problem).map_err(|problems| {
+                Error::user(format!(
+                    "the Parquet file {name} does not fit the source's schema: {}; declare the schema as \
                  the file has it (or use `infer_schema: true`)",
-                problems.join("; ")
-            ))
-        })?;
+                    problems.join("; ")
+                ))
+            })?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         // Whole row groups already read are not opened again; the rest is skipped row by row.
         let mut skip = skip;

@@ -22,7 +22,7 @@ use arrow_avro::writer::format::AvroBinaryFormat;
 use arrow_avro::writer::{Encoder, WriterBuilder};
 use sluice_runtime::{Error, Result};
 
-use super::conform::{Conform, describe_columns};
+use super::conform::{Conform, Missing, describe_columns};
 use super::message::BadMessage;
 
 /// The schema id bare payloads are framed with: an unusual value, so that bytes left over after
@@ -73,7 +73,7 @@ impl AvroCodec {
     /// Checks that records of this schema give the `declared` columns, by name, with types
     /// that convert.
     pub fn check_columns(&self, declared: &SchemaRef) -> std::result::Result<(), String> {
-        Conform::plan(&self.decoded, declared).map(|_| ()).map_err(|problems| {
+        Conform::plan(&self.decoded, declared, Missing::Problem).map(|_| ()).map_err(|problems| {
             format!("the Avro schema does not give the declared columns: {}", problems.join("; "))
         })
     }
@@ -100,9 +100,14 @@ pub(crate) struct AvroDecoder {
 }
 
 impl AvroDecoder {
-    /// A decoder of `codec` records into `declared` rows.
-    pub(crate) fn new(codec: AvroCodec, declared: &SchemaRef) -> std::result::Result<Self, String> {
-        let (read, conform) = Conform::plan(&codec.decoded, declared).map_err(|problems| {
+    /// A decoder of `codec` records into `declared` rows; `missing` says what declared columns
+    /// the records lack are.
+    pub(crate) fn new(
+        codec: AvroCodec,
+        declared: &SchemaRef,
+        missing: Missing,
+    ) -> std::result::Result<Self, String> {
+        let (read, conform) = Conform::plan(&codec.decoded, declared, missing).map_err(|problems| {
             format!("the Avro schema does not give the declared columns: {}", problems.join("; "))
         })?;
         Ok(Self { codec, read, conform })
@@ -232,6 +237,8 @@ fn frame_into(frame: &mut Vec<u8>, payload: &[u8]) {
 /// Encodes rows as bare Avro payloads of one writer schema.
 pub(crate) struct AvroEncoder {
     encoder: Encoder,
+    /// The writer schema, as JSON.
+    writer_schema: String,
     /// How the stream's columns become the writer schema's (when it was declared, not derived).
     conform: Option<(Vec<usize>, Conform)>,
 }
@@ -250,7 +257,7 @@ impl AvroEncoder {
         let derived;
         let (codec, conform) = match codec {
             Some(codec) => {
-                let plan = Conform::plan(stream, &codec.decoded).map_err(|problems| {
+                let plan = Conform::plan(stream, &codec.decoded, Missing::Problem).map_err(|problems| {
                     Error::user(format!(
                         "the stream's columns do not fit the sink's Avro schema: {}; the stream has {}",
                         problems.join("; ").replace("it has no column", "the stream has no column"),
@@ -271,7 +278,12 @@ impl AvroEncoder {
         let encoder = WriterBuilder::new(schema)
             .build_encoder::<AvroBinaryFormat>()
             .map_err(|e| Error::user(format!("format `avro`: cannot encode the stream's columns: {e}")))?;
-        Ok(Self { encoder, conform })
+        Ok(Self { encoder, writer_schema: codec.json().to_owned(), conform })
+    }
+
+    /// The writer schema, as JSON.
+    pub(crate) fn writer_schema(&self) -> &str {
+        &self.writer_schema
     }
 
     /// One payload per row of `batch`, appended to `out`.
@@ -436,7 +448,8 @@ mod tests {
 
     #[test]
     fn hand_encoded_records_of_a_declared_schema_decode_by_column_name() {
-        let decoder = AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &declared()).unwrap();
+        let decoder =
+            AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &declared(), Missing::Problem).unwrap();
         let (one, two) = (record(-3, Some("a")), record(1 << 40, None));
         let (batch, rows, bad) = decode(&decoder, &[Some(&one), Some(&two)]);
         assert!(bad.is_empty(), "{bad:?}");
@@ -448,7 +461,8 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_reported_by_index_with_a_reason_and_good_ones_kept() {
-        let decoder = AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &declared()).unwrap();
+        let decoder =
+            AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &declared(), Missing::Problem).unwrap();
         let good = record(5, Some("ok"));
         let truncated = &good[..good.len() - 1];
         let mut trailing = good.clone();
@@ -485,7 +499,8 @@ mod tests {
             Field::new("at", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), false),
             Field::new("n", DataType::Int64, false),
         ]));
-        let decoder = AvroDecoder::new(AvroCodec::parse(writer).unwrap(), &declared).unwrap();
+        let decoder =
+            AvroDecoder::new(AvroCodec::parse(writer).unwrap(), &declared, Missing::Problem).unwrap();
         let mut payload = Vec::new();
         long(1_767_225_600_123, &mut payload);
         long(-7, &mut payload);
@@ -498,9 +513,32 @@ mod tests {
     }
 
     #[test]
+    fn records_of_an_evolved_schema_read_missing_nullable_columns_as_null() {
+        // An older writer schema without `name`, and one of a non-nullable declared column.
+        let older = r#"{"type": "record", "name": "R", "fields": [{"name": "id", "type": "long"}]}"#;
+        let mut payload = Vec::new();
+        long(42, &mut payload);
+        let decoder =
+            AvroDecoder::new(AvroCodec::parse(older).unwrap(), &declared(), Missing::NullIfNullable).unwrap();
+        let (batch, rows, bad) = decode(&decoder, &[Some(&payload)]);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!((rows, batch.schema()), (vec![0], declared()));
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().values(), &[42]);
+        assert_eq!(batch.column(1).null_count(), 1);
+        // Without the evolving rule, or for a column declared not null, it is a problem.
+        let error =
+            AvroDecoder::new(AvroCodec::parse(older).unwrap(), &declared(), Missing::Problem).unwrap_err();
+        assert!(error.contains("it has no column `name`"), "{error}");
+        let strict = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
+        let error =
+            AvroDecoder::new(AvroCodec::parse(older).unwrap(), &strict, Missing::NullIfNullable).unwrap_err();
+        assert!(error.contains("it has no column `name`"), "{error}");
+    }
+
+    #[test]
     fn a_null_in_a_column_declared_not_null_is_a_bad_record() {
         let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
-        let decoder = AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &schema).unwrap();
+        let decoder = AvroDecoder::new(AvroCodec::parse(WRITER).unwrap(), &schema, Missing::Problem).unwrap();
         let (with, without) = (record(1, Some("x")), record(2, None));
         let (batch, rows, bad) = decode(&decoder, &[Some(&with), Some(&without)]);
         assert_eq!((batch.num_rows(), rows), (1, vec![0]));
@@ -532,7 +570,7 @@ mod tests {
                 assert_eq!(payloads[0].as_deref(), Some(expected.as_slice()));
             }
             let reader = codec.clone().unwrap_or_else(|| AvroCodec::derive(&declared()).unwrap());
-            let decoder = AvroDecoder::new(reader, &declared()).unwrap();
+            let decoder = AvroDecoder::new(reader, &declared(), Missing::Problem).unwrap();
             let borrowed: Vec<Option<&[u8]>> = payloads.iter().map(|p| p.as_deref()).collect();
             let (decoded, _, bad) = decode(&decoder, &borrowed);
             assert!(bad.is_empty(), "{bad:?}");

@@ -1,28 +1,44 @@
 //! Fitting typed data (Parquet files, Avro records) to a source's declared schema: columns are
 //! matched by name (extra ones are not read) and converted to the declared types.
 
-use arrow::array::ArrayRef;
+use arrow::array::{ArrayRef, new_null_array};
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+
+/// What a declared column that the data does not have is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// A problem: the data must have every declared column (files, declared writer schemas).
+    Problem,
+    /// All null if the column is nullable, as Avro's schema resolution reads a field with
+    /// default null (records of writer schemas that evolved, named by a schema registry).
+    NullIfNullable,
+}
 
 /// How the columns of data with one schema become the columns of the declared schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Conform {
     schema: SchemaRef,
-    /// Per declared column, its index among the columns read.
-    columns: Vec<usize>,
+    /// Per declared column, its index among the columns read (`None`: all null).
+    columns: Vec<Option<usize>>,
 }
 
 impl Conform {
     /// Matches the `declared` columns to those `found` by name: the indexes of the found
     /// columns to read (ascending: the order a projection yields them in) and how to arrange
-    /// them. Each missing column or type that cannot be converted is one problem.
-    pub(crate) fn plan(found: &Schema, declared: &SchemaRef) -> Result<(Vec<usize>, Self), Vec<String>> {
+    /// them. Each type that cannot be converted is one problem, and so is each missing column
+    /// unless `missing` lets it be null.
+    pub(crate) fn plan(
+        found: &Schema,
+        declared: &SchemaRef,
+        missing: Missing,
+    ) -> Result<(Vec<usize>, Self), Vec<String>> {
         let mut roots = Vec::with_capacity(declared.fields().len());
         let mut problems = Vec::new();
         for field in declared.fields() {
             match found.index_of(field.name()) {
+                Err(_) if missing == Missing::NullIfNullable && field.is_nullable() => roots.push(None),
                 Err(_) => problems.push(format!(
                     "it has no column `{}`; its columns are {}",
                     field.name(),
@@ -37,17 +53,17 @@ impl Conform {
                             field.data_type()
                         ));
                     }
-                    roots.push(index);
+                    roots.push(Some(index));
                 }
             }
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let mut read = roots.clone();
+        let mut read: Vec<usize> = roots.iter().flatten().copied().collect();
         read.sort_unstable();
         read.dedup();
-        let columns = roots.iter().filter_map(|root| read.binary_search(root).ok()).collect();
+        let columns = roots.iter().map(|root| root.and_then(|root| read.binary_search(&root).ok())).collect();
         Ok((read, Self { schema: declared.clone(), columns }))
     }
 
@@ -63,6 +79,10 @@ impl Conform {
         let strict = CastOptions { safe: false, ..CastOptions::default() };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for (field, &index) in self.schema.fields().iter().zip(&self.columns) {
+            let Some(index) = index else {
+                columns.push(new_null_array(field.data_type(), batch.num_rows()));
+                continue;
+            };
             let column = batch.column(index);
             if column.data_type() == field.data_type() {
                 columns.push(column.clone());

@@ -18,6 +18,7 @@ use sluice_runtime::{Error, Result};
 use sluice_spec::Diagnostic;
 
 use super::avro::{AvroCodec, AvroDecoder, AvroEncoder};
+use super::conform::Missing;
 use super::{Delimited, decode_records};
 
 /// How one message's payload encodes one record.
@@ -40,6 +41,16 @@ pub enum MessageFormat {
 pub const MESSAGE_FORMATS: &[&str] = &["json", "csv", "raw", "avro"];
 
 impl MessageFormat {
+    /// The format's name in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageFormat::Json => "json",
+            MessageFormat::Csv => "csv",
+            MessageFormat::Raw => "raw",
+            MessageFormat::Avro => "avro",
+        }
+    }
+
     /// A diagnostic at `options.format` if this is Avro on `connector`, which does not take
     /// Avro's schema options (only the `kafka` connector does).
     pub(crate) fn unsupported_avro(self, connector: &str) -> Option<Diagnostic> {
@@ -95,9 +106,11 @@ impl MessageDecoder {
     }
 
     /// A decoder of Avro payloads of `codec` records into `schema` rows; the error says which
-    /// declared columns the Avro schema does not give.
-    pub fn avro(codec: AvroCodec, schema: SchemaRef) -> std::result::Result<Self, String> {
-        let avro = AvroDecoder::new(codec, &schema)?;
+    /// declared columns the Avro schema does not give. With `evolving`, declared nullable
+    /// columns that the records lack are null (records of an evolved writer schema).
+    pub fn avro(codec: AvroCodec, schema: SchemaRef, evolving: bool) -> std::result::Result<Self, String> {
+        let missing = if evolving { Missing::NullIfNullable } else { Missing::Problem };
+        let avro = AvroDecoder::new(codec, &schema, missing)?;
         Ok(Self { format: MessageFormat::Avro, schema, avro: Some(avro) })
     }
 
@@ -258,6 +271,11 @@ impl MessageEncoder {
     /// schema derived from the columns).
     pub fn avro(codec: Option<&AvroCodec>, stream: &SchemaRef) -> Result<Self> {
         Ok(Self { format: MessageFormat::Avro, avro: Some(AvroEncoder::new(codec, stream)?) })
+    }
+
+    /// For `avro`: the writer schema (JSON) payloads are encoded with.
+    pub fn avro_schema(&self) -> Option<&str> {
+        self.avro.as_ref().map(AvroEncoder::writer_schema)
     }
 
     /// One payload per row of `batch` (`None` for a NULL `raw` value), appended to `out`.

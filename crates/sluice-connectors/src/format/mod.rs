@@ -1,10 +1,11 @@
 //! Encodings shared by connectors: [`TextFormat`] for files and standard output (JSON Lines,
-//! CSV), [`message`] for messaging systems, where each message holds one record, and [`avro`]
-//! for Avro payloads.
+//! CSV), [`message`] for messaging systems, where each message holds one record, [`avro`]
+//! for Avro payloads, and [`registry`] for payloads that name their schema in a schema registry.
 
 pub mod avro;
 pub(crate) mod conform;
 pub mod message;
+pub mod registry;
 
 use arrow::csv::WriterBuilder;
 use arrow::datatypes::Schema;

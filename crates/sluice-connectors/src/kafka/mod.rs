@@ -2,6 +2,9 @@
 //! checkpoints, per-partition watermarks, message metadata as columns) and as a sink (key and
 //! headers from columns, partitioned by key, idempotent producer: at-least-once).
 //!
+//! With `registry`, payloads are in a schema registry's wire format: see
+//! [`crate::format::registry`].
+//!
 //! Both sides speak to brokers through librdkafka (the `rdkafka` crate, built from source).
 //! Exactly-once output with Kafka transactions is not offered: the broker used in tests does not
 //! implement them (no `EndTxn`), and untested transaction code would be worse than none.
@@ -20,6 +23,7 @@ use sluice_spec::Diagnostic;
 
 use crate::format::avro::{AvroCodec, declared_codec};
 use crate::format::message::{MessageFormat, MetadataColumn, message_columns, required_schema};
+use crate::format::registry::{RegistrySettings, Side};
 use crate::{SinkRequest, SourceRequest, options};
 
 pub use sink::KafkaSink;
@@ -54,6 +58,9 @@ pub struct KafkaSourceOptions {
     /// For `format: avro`: the writer schema, checked as [`crate::format::avro::AvroOptions`]; without it, the
     /// schema is derived from the declared columns.
     pub avro: Option<serde_json::Value>,
+    /// For `format: avro` or `json`: payloads in a schema registry's wire format, each naming
+    /// its writer schema by id; checked as [`crate::format::registry::RegistryOptions`].
+    pub registry: Option<serde_json::Value>,
     /// Columns filled from the message instead of its payload: `{column: what}` where what is
     /// `key`, `topic`, `partition`, `offset`, `timestamp`, `headers` (all headers as a JSON
     /// object) or `header:NAME`.
@@ -75,6 +82,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "stop_at",
     "format",
     "avro",
+    "registry",
     "metadata",
     "properties",
 ];
@@ -118,6 +126,9 @@ pub struct KafkaSinkOptions {
     /// For `format: avro`: the writer schema, checked as [`crate::format::avro::AvroOptions`]; without it, the
     /// schema is derived from the stream's columns.
     pub avro: Option<serde_json::Value>,
+    /// For `format: avro` or `json`: register the writer schema in a schema registry and put
+    /// its id before each payload; checked as [`crate::format::registry::RegistryOptions`].
+    pub registry: Option<serde_json::Value>,
     /// Column whose value is the record key (records with equal keys go to the same
     /// partition); none: no key, records spread over partitions.
     pub key: Option<String>,
@@ -128,7 +139,8 @@ pub struct KafkaSinkOptions {
 }
 
 /// Option names of the `kafka` sink.
-pub const SINK_OPTIONS: &[&str] = &["brokers", "topic", "format", "avro", "key", "headers", "properties"];
+pub const SINK_OPTIONS: &[&str] =
+    &["brokers", "topic", "format", "avro", "registry", "key", "headers", "properties"];
 
 /// What a column of the source's output holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,8 +215,10 @@ pub(crate) struct SourceConfig {
     pub(crate) start: Start,
     pub(crate) stop_at: StopAt,
     pub(crate) format: MessageFormat,
-    /// For `avro`: the writer schema.
+    /// For `avro` without a registry: the writer schema.
     pub(crate) avro: Option<AvroCodec>,
+    /// Payloads name their writer schema in this registry.
+    pub(crate) registry: Option<RegistrySettings>,
     /// The source's output.
     pub(crate) schema: SchemaRef,
     /// The columns decoded from the payload.
@@ -278,17 +292,32 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
     let format = options.format.unwrap_or_default();
     let schema = required_schema(request.schema, "kafka", &mut diagnostics);
     let is_avro = format == MessageFormat::Avro;
-    let declared = declared_codec(options.avro.as_ref(), is_avro, request.base_dir, &mut diagnostics);
+    let registry = RegistrySettings::check(options.registry.as_ref(), format, Side::Source, &mut diagnostics);
+    let with_registry = matches!(registry, Some(Some(_)));
+    if with_registry && options.avro.is_some() {
+        diagnostics.push(
+            Diagnostic::new(
+                "options.avro",
+                "with `registry`, each message names its writer schema in the registry, so none is declared",
+            )
+            .suggest("remove `avro`"),
+        );
+    }
+    let declared = if with_registry {
+        Some(None)
+    } else {
+        declared_codec(options.avro.as_ref(), is_avro, request.base_dir, &mut diagnostics)
+    };
     let columns = schema
         .as_ref()
         .and_then(|schema| message_columns(schema, options.metadata.as_ref(), format, &mut diagnostics));
     let avro = match (&columns, declared) {
-        (Some((_, value_schema)), Some(declared)) if is_avro => {
+        (Some((_, value_schema)), Some(declared)) if is_avro && !with_registry => {
             avro_codec(declared, value_schema, &mut diagnostics).map(Some)
         }
         (_, declared) => declared.map(|_| None),
     };
-    match (client, topics, start, schema, columns, avro) {
+    match (client, topics, start, schema, columns, avro, registry) {
         (
             Some(client),
             Some(topics),
@@ -296,6 +325,7 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
             Some(schema),
             Some((columns, value_schema)),
             Some(avro),
+            Some(registry),
         ) if diagnostics.is_empty() => Ok(Arc::new(KafkaSource::new(SourceConfig {
             client,
             topics,
@@ -303,6 +333,7 @@ pub fn build_source(request: &SourceRequest) -> Result<Arc<dyn Source>, Vec<Diag
             stop_at: options.stop_at.unwrap_or_default(),
             format,
             avro,
+            registry,
             schema,
             value_schema,
             columns,
@@ -389,15 +420,19 @@ pub fn build_sink(request: &SinkRequest) -> Result<Arc<dyn Sink>, Vec<Diagnostic
         request.base_dir,
         &mut diagnostics,
     );
-    match (client, options.topic, avro) {
-        (Some(client), Some(topic), Some(avro)) if diagnostics.is_empty() => Ok(Arc::new(KafkaSink::new(
-            client,
-            topic,
-            format,
-            avro,
-            options.key,
-            options.headers.unwrap_or_default(),
-        ))),
+    let registry = RegistrySettings::check(options.registry.as_ref(), format, Side::Sink, &mut diagnostics);
+    match (client, options.topic, avro, registry) {
+        (Some(client), Some(topic), Some(avro), Some(registry)) if diagnostics.is_empty() => {
+            Ok(Arc::new(KafkaSink::new(
+                client,
+                topic,
+                format,
+                avro,
+                registry,
+                options.key,
+                options.headers.unwrap_or_default(),
+            )))
+        }
         _ => Err(diagnostics),
     }
 }

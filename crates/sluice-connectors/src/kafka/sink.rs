@@ -22,6 +22,7 @@ use sluice_runtime::{Error, Result};
 use super::client::{ClientSettings, Context};
 use crate::format::avro::AvroCodec;
 use crate::format::message::{MessageEncoder, MessageFormat};
+use crate::format::registry::{self, RegistrySettings};
 
 /// How long waiting for acknowledgements may take: longer than librdkafka's default delivery
 /// timeout (5 minutes), after which undelivered records are reported as failed.
@@ -37,6 +38,8 @@ pub struct KafkaSink {
     format: MessageFormat,
     /// For `avro`: the declared writer schema (else derived from the stream's columns).
     avro: Option<AvroCodec>,
+    /// Register the writer schema here and put its id before each payload.
+    registry: Option<RegistrySettings>,
     key: Option<String>,
     headers: BTreeMap<String, String>,
 }
@@ -47,10 +50,11 @@ impl KafkaSink {
         topic: String,
         format: MessageFormat,
         avro: Option<AvroCodec>,
+        registry: Option<RegistrySettings>,
         key: Option<String>,
         headers: BTreeMap<String, String>,
     ) -> Self {
-        Self { client, topic, format, avro, key, headers }
+        Self { client, topic, format, avro, registry, key, headers }
     }
 
     fn column(&self, schema: &SchemaRef, option: &str, name: &str) -> Result<usize> {
@@ -108,10 +112,19 @@ impl Sink for KafkaSink {
                 self.topic, self.client.brokers
             )));
         }
+        // Registered once the topic is known to exist, so a typo registers nothing.
+        let schema_id = match &self.registry {
+            None => None,
+            Some(settings) => {
+                let writer = registry::writer_schema(settings, encoder.avro_schema(), &schema)?;
+                Some(registry::writer_id(settings, &self.topic, writer)?)
+            }
+        };
         Ok(Box::new(KafkaWriter {
             producer,
             topic: self.topic.clone(),
             encoder,
+            schema_id,
             key,
             headers,
             payloads: Vec::new(),
@@ -123,6 +136,8 @@ struct KafkaWriter {
     producer: BaseProducer<Context>,
     topic: String,
     encoder: MessageEncoder,
+    /// With a registry: the writer schema's id, put before each payload.
+    schema_id: Option<u32>,
     key: Option<usize>,
     headers: Vec<(String, usize)>,
     payloads: Vec<Option<Vec<u8>>>,
@@ -178,6 +193,9 @@ impl SinkWriter for KafkaWriter {
         }
         self.payloads.clear();
         self.encoder.encode(batch, &mut self.payloads)?;
+        if let Some(id) = self.schema_id {
+            self.payloads.iter_mut().flatten().for_each(|payload| registry::frame(id, payload));
+        }
         let key = self.key.map(|k| bytes_of(batch.column(k))).transpose()?;
         let headers = self
             .headers

@@ -29,6 +29,7 @@ use sluice_runtime::{Error, Result};
 use super::client::Context;
 use super::{Column, SourceConfig, Start, StopAt, Topics};
 use crate::format::message::MessageDecoder;
+use crate::format::registry::RegistryDecoder;
 
 /// How long metadata and offset requests may take when reading starts.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -103,6 +104,8 @@ struct KafkaReader {
     config: Arc<SourceConfig>,
     consumer: BaseConsumer<Context>,
     decoder: MessageDecoder,
+    /// With a registry: decodes payloads with the schema each names, instead of `decoder`.
+    registry: Option<RegistryDecoder>,
     splits: Vec<Split>,
     /// topic → partition → index into `splits`.
     index: HashMap<String, HashMap<i32, usize>>,
@@ -145,15 +148,26 @@ impl KafkaReader {
         for (i, split) in splits.iter().enumerate() {
             index.entry(split.topic.clone()).or_default().insert(split.partition, i);
         }
+        let registry = match &config.registry {
+            None => None,
+            Some(settings) => {
+                let subjects: Vec<String> = match (settings.subject(), &config.topics) {
+                    (Some(subject), _) => vec![subject.to_owned()],
+                    (None, Topics::Named(topics)) => topics.iter().map(|t| settings.subject_for(t)).collect(),
+                    (None, Topics::Pattern(_)) => Vec::new(),
+                };
+                Some(RegistryDecoder::open(settings, config.format, config.value_schema.clone(), &subjects)?)
+            }
+        };
         let wants_key = config.columns.contains(&Column::Key);
         let wants_headers = config.columns.iter().any(|c| matches!(c, Column::Headers | Column::Header(_)));
         Ok(Self {
             decoder: match &config.avro {
-                Some(codec) => {
-                    MessageDecoder::avro(codec.clone(), config.value_schema.clone()).map_err(Error::user)?
-                }
+                Some(codec) => MessageDecoder::avro(codec.clone(), config.value_schema.clone(), false)
+                    .map_err(Error::user)?,
                 None => MessageDecoder::new(config.format, config.value_schema.clone()),
             },
+            registry,
             received: splits.iter().map(|_| Vec::new()).collect(),
             config,
             consumer,
@@ -288,11 +302,15 @@ impl KafkaReader {
         }
         let payloads: Vec<Option<&[u8]>> = messages.iter().map(|m| m.payload.as_deref()).collect();
         let dead_letters = &mut self.dead_letters;
-        let (values, rows) = self.decoder.decode(&payloads, &mut |index, reason| {
+        let mut bad = |index: usize, reason: String| {
             let message = &messages[index];
             let raw = message.payload.clone().unwrap_or_default();
             dead_letters.report(DeadLetter { position: position(message.offset), raw, reason })
-        })?;
+        };
+        let (values, rows) = match &mut self.registry {
+            Some(registry) => registry.decode(&payloads, &mut bad)?,
+            None => self.decoder.decode(&payloads, &mut bad)?,
+        };
         if rows.is_empty() {
             return Ok(None);
         }

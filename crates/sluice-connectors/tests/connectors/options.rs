@@ -216,6 +216,36 @@ fn bad_source_configs_get_exact_diagnostics() {
             false,
             vec!["options.avro: set only one of `schema` and `schema_file`"],
         ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro",
+                   "registry": {"url": "http://127.0.0.1:8081"}, "avro": {"schema_file": "x.avsc"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.avro: with `registry`, each message names its writer schema in the registry, so none is declared; remove `avro`",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "csv", "registry": {"url": "http://r:8081"}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.registry: a schema registry is only used with `format: avro` or `format: json`, not `csv`; set `format: avro` or `format: json`, or remove `registry`",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "json",
+                   "registry": {"url": "http://r:8081", "username": "u", "auto_register": true}}),
+            Some(&fields),
+            false,
+            vec![
+                "options.registry.password: missing required option \"password\"; HTTP Basic credentials need both `username` and `password`",
+                "options.registry.auto_register: only used by sinks, which register their writer schema; a source reads the schema each message names; remove `auto_register`",
+            ],
+        ),
     ];
     for (connector, options, schema, infer, expected) in cases {
         assert_eq!(
@@ -279,6 +309,26 @@ fn bad_sink_configs_get_exact_diagnostics() {
             json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "avro": {"schema": "{not json"}}),
             vec![
                 "options.avro.schema: the Avro schema is not valid JSON: key must be a string at line 1 column 2",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "registry": {"urll": "http://r"}}),
+            vec!["options.registry.urll: unknown option \"urll\"; did you mean \"url\"?"],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "avro", "registry": {"url": "registry:8081", "token": "${env:}"}}),
+            vec![
+                "options.registry.url: the registry is reached over HTTP, but the URL has scheme `registry`; write it as http://HOST:PORT or https://HOST",
+                "options.registry.token: \"\" in \"${env:}\" is not an environment variable name (letters, digits and '_', not starting with a digit)",
+            ],
+        ),
+        (
+            "kafka",
+            json!({"brokers": "127.0.0.1:9092", "topic": "t", "format": "json", "registry": {"subject": "t-value"}}),
+            vec![
+                "options.registry.url: missing required option \"url\"; give the registry's base URL, e.g. `url: http://registry:8081`, or a Sluice team's `http://HOST:PORT/api/v1/teams/TEAM/registry`",
             ],
         ),
     ];

@@ -14,6 +14,7 @@ mod parallel;
 mod postgres;
 mod recovery;
 mod redis;
+mod registry_kafka;
 mod state_backend;
 mod validate;
 

@@ -14,6 +14,7 @@ mod parallel;
 mod postgres;
 mod recovery;
 mod redis;
+mod schema_registry;
 mod state_backend;
 mod validate;
 

@@ -17,6 +17,7 @@ use sluice_control::{Config, ControlPlane};
 use sluice_spec::Diagnostic;
 use tower::ServiceExt;
 
+#[path = "api/registry.rs"]
 mod registry;
 
 /// The structural spec check (parsing and graph rules) that the control crate runs itself; the

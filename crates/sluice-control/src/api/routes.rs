@@ -408,11 +408,14 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
     table
 }
 
+/// Method, path, access rule, summary and handler of a registry route.
+type RegistryEntry = (Method, &'static str, Access, &'static str, MethodRouter<App>);
+
 /// The schema registry's routes, each under [`REGISTRY`].
 fn registry_routes() -> Vec<(Route, MethodRouter<App>)> {
     use Access::Team;
     use Role::{Developer, Viewer};
-    let entries: Vec<(Method, &'static str, Access, &'static str, MethodRouter<App>)> = vec![
+    let entries: Vec<RegistryEntry> = vec![
         (
             Method::GET,
             registry!("/schemas/ids/{id}"),

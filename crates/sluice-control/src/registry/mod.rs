@@ -42,7 +42,9 @@ impl SchemaType {
         match name.map(str::to_ascii_uppercase).as_deref() {
             None | Some("AVRO") => Ok(SchemaType::Avro),
             Some("JSON") => Ok(SchemaType::Json),
-            Some("PROTOBUF") => Err("schemaType PROTOBUF is not supported: only AVRO and JSON are".into()),
+            Some("PROTOBUF") => {
+                Err("schemaType PROTOBUF is not supported: only AVRO and JSON are supported".into())
+            }
             Some(_) => Err(format!(
                 "unknown schemaType \"{}\": only AVRO and JSON are supported",
                 name.unwrap_or_default()

@@ -84,6 +84,7 @@ fn confluents_python_client_works_against_the_built_in_registry() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    println!("the client said:\n{stdout}");
     let steps: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).expect(line)).collect();
     let step = |name: &str| -> &Value {
         steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no step {name} in\n{stdout}"))

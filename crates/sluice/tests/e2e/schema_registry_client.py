@@ -56,7 +56,12 @@ EVENT_BAD = dict(EVENT_V1, required=["name", "count"])
 
 def main():
     url, token = sys.argv[1], sys.argv[2]
-    client = SchemaRegistryClient({"url": url, "basic.auth.user.info": f"x:{token}"})
+
+    def fresh():
+        """A new client: the client caches get_latest_version answers."""
+        return SchemaRegistryClient({"url": url, "basic.auth.user.info": f"x:{token}"})
+
+    client = fresh()
     out("types", types=client.get_schema_types() if hasattr(client, "get_schema_types") else None)
 
     # Avro: AvroSerializer registers orders-value itself (auto.register.schemas is on by default).
@@ -71,7 +76,7 @@ def main():
     out("avro_v1", id=v1.schema_id, version=v1.version)
 
     v2_id = client.register_schema("orders-value", Schema(json.dumps(ORDER_V2), "AVRO"))
-    v2 = client.get_latest_version("orders-value")
+    v2 = fresh().get_latest_version("orders-value")
     out("avro_v2", id=v2_id, latest_id=v2.schema_id, version=v2.version, versions=client.get_versions("orders-value"))
     # A reader on the new schema reads data written with the old one: the new field takes its default.
     evolved = AvroDeserializer(client, json.dumps(ORDER_V2))
@@ -94,7 +99,7 @@ def main():
     latest = client.get_latest_version("events-value")
     out("json_v1", id=latest.schema_id, version=latest.version, schema_type=latest.schema.schema_type)
     json_v2 = client.register_schema("events-value", Schema(json.dumps(EVENT_V2), "JSON"))
-    out("json_v2", id=json_v2, version=client.get_latest_version("events-value").version)
+    out("json_v2", id=json_v2, version=fresh().get_latest_version("events-value").version)
     out("json_incompatible", **refused(lambda: client.register_schema("events-value", Schema(json.dumps(EVENT_BAD), "JSON"))))
     out("subjects", subjects=client.get_subjects())
     out("done")

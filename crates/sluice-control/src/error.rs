@@ -1,6 +1,7 @@
 //! The one error type of the API: a status code, a stable machine-readable code, a message for
 //! people and optional details (e.g. the spec diagnostics of a failed validation). Serialized as
-//! `{"error": {"code", "message", "details"}}`.
+//! `{"error": {"code", "message", "details"}}`. Schema-registry routes answer in the Confluent shape
+//! instead ([`RegistryError`]), converted from [`ApiError`] in one place.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -108,5 +109,88 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         ApiError::internal(format!("metadata store: {error}"))
+    }
+}
+
+/// The media type of every schema-registry answer.
+pub const REGISTRY_MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// An error of a schema-registry route, answered in the Confluent Schema Registry's shape
+/// `{"error_code": 40401, "message": "..."}` with the HTTP status given by the code's first
+/// three digits (40401 → 404; codes of three digits, such as 409, are the status itself).
+///
+/// Errors of the rest of the API ([`ApiError`], from authentication, authorization, the store
+/// or body parsing) become registry errors through `From`, the one mapping between the shapes:
+/// 401 → 40101, 403 → 40301, 5xx → 50001, any other status → itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryError {
+    /// The Confluent error code.
+    pub error_code: u32,
+    /// What went wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+impl RegistryError {
+    /// An error with a Confluent error code.
+    pub fn new(error_code: u32, message: impl Into<String>) -> Self {
+        Self { error_code, message: message.into() }
+    }
+
+    /// The HTTP status: the error code's first three digits.
+    pub fn status(&self) -> StatusCode {
+        let mut code = self.error_code;
+        while code >= 1000 {
+            code /= 10;
+        }
+        StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl From<ApiError> for RegistryError {
+    fn from(error: ApiError) -> Self {
+        let error_code = match error.status.as_u16() {
+            401 => 40101,
+            403 => 40301,
+            500..=599 => 50001,
+            other => u32::from(other),
+        };
+        RegistryError { error_code, message: error.message }
+    }
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_code, self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error_code = self.error_code, message = %self.message, "registry request failed");
+        }
+        let body = serde_json::json!({ "error_code": self.error_code, "message": self.message });
+        (status, [(axum::http::header::CONTENT_TYPE, REGISTRY_MEDIA_TYPE)], body.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_statuses_are_the_codes_first_three_digits() {
+        for (code, status) in
+            [(40401, 404), (42201, 422), (409, 409), (50001, 500), (40101, 401), (40301, 403)]
+        {
+            assert_eq!(RegistryError::new(code, "x").status().as_u16(), status, "{code}");
+        }
+        assert_eq!(RegistryError::from(ApiError::unauthenticated("x")).error_code, 40101);
+        assert_eq!(RegistryError::from(ApiError::forbidden("x")).error_code, 40301);
+        assert_eq!(RegistryError::from(ApiError::internal("x")).error_code, 50001);
+        assert_eq!(RegistryError::from(ApiError::not_found("team")).error_code, 404);
     }
 }

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod registry;
 pub mod secrets;
 pub mod store;
 pub mod supervisor;

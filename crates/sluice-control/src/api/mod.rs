@@ -1,6 +1,11 @@
 //! The REST API: one route table ([`routes`]) from which the router, the access checks, the
 //! audit log and the OpenAPI document are all derived, so a route cannot exist without an
 //! access rule.
+//!
+//! Credentials: `Authorization: Bearer <token>` (an API token or, with OIDC, an identity JWT).
+//! `Authorization: Basic base64(<any user>:<token>)` is taken as the same token, so clients
+//! that only speak HTTP Basic (Confluent's schema-registry clients with
+//! `basic.auth.user.info = user:token`) work unchanged; the user name is ignored.
 
 mod access;
 mod body;
@@ -8,6 +13,7 @@ mod connections;
 mod datasets;
 mod metrics;
 mod pipelines;
+mod registry;
 mod routes;
 mod secrets;
 mod system;
@@ -24,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use sluice_spec::Diagnostic;
 
 pub use body::{Body, Params, Segments, SpecBody};
-pub use routes::{Route, routes};
+pub use routes::{REGISTRY, Route, routes};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
@@ -68,7 +74,14 @@ pub fn router(app: App) -> Router {
         router = router.route(route.path, guarded);
     }
     router
-        .fallback(|| async { ApiError::not_found("endpoint (see /api/v1/openapi.json for the list)") })
+        .fallback(|request: Request| async move {
+            let error = ApiError::not_found("endpoint (see /api/v1/openapi.json for the list)");
+            if request.uri().path().contains("/registry/") {
+                registry::registry_error(error)
+            } else {
+                error.into_response()
+            }
+        })
         .with_state(app)
 }
 
@@ -79,13 +92,12 @@ async fn guard(State((app, route)): State<(App, Route)>, mut request: Request, n
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "in-process".to_string(), |ConnectInfo(address)| address.ip().to_string());
     let path = request.uri().path().to_string();
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_string());
-    let outcome = authorize(&app, &route, token.as_deref(), &path).await;
+    let token = request.headers().get(header::AUTHORIZATION).map(credentials);
+    let outcome = match token {
+        Some(Err(error)) => Err(error),
+        Some(Ok(token)) => authorize(&app, &route, Some(&token), &path).await,
+        None => authorize(&app, &route, None, &path).await,
+    };
     let actor = match &outcome {
         Ok(Some(principal)) => principal.user.clone(),
         _ => "anonymous".to_string(),
@@ -97,6 +109,7 @@ async fn guard(State((app, route)): State<(App, Route)>, mut request: Request, n
             }
             next.run(request).await
         }
+        Err(error) if route.is_registry() => registry::registry_error(error),
         Err(error) => error.into_response(),
     };
     if route.method != Method::GET {
@@ -117,6 +130,31 @@ async fn guard(State((app, route)): State<(App, Route)>, mut request: Request, n
     response
 }
 
+/// The token of an `Authorization` header: `Bearer <token>`, or `Basic base64(user:token)`.
+fn credentials(header: &axum::http::HeaderValue) -> Result<String, ApiError> {
+    use base64::Engine;
+    let value = header.to_str().unwrap_or("").trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        return match decoded.as_deref().and_then(|pair| pair.split_once(':')) {
+            Some((_, token)) if !token.is_empty() => Ok(token.to_string()),
+            _ => Err(ApiError::unauthenticated(
+                "Basic credentials must be base64(\"<any user>:<API token>\"); the password is the API token",
+            )),
+        };
+    }
+    Err(ApiError::unauthenticated(
+        "unsupported Authorization scheme: send `Authorization: Bearer <token>` or `Basic base64(user:<token>)`",
+    ))
+}
+
 async fn authorize(
     app: &App,
     route: &Route,
@@ -128,7 +166,7 @@ async fn authorize(
     }
     let Some(token) = token else {
         return Err(ApiError::unauthenticated(
-            "missing credentials: send the header `Authorization: Bearer <token>` (`sluice up` prints an admin token on first start)",
+            "missing credentials: send the header `Authorization: Bearer <token>` or HTTP Basic with the token as password (`sluice up` prints an admin token on first start)",
         ));
     };
     let principal = match &app.oidc {

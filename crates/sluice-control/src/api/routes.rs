@@ -3,7 +3,7 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
-use super::{App, access, connections, datasets, pipelines, secrets, system};
+use super::{App, access, connections, datasets, pipelines, registry, secrets, system};
 use crate::auth::{Access, Role};
 
 /// One endpoint.
@@ -30,6 +30,16 @@ impl Route {
 const PIPELINE: &str = "/api/v1/teams/{team}/pipelines/{pipeline}";
 const CONNECTION: &str = "/api/v1/teams/{team}/connections/{connection}";
 
+/// A path under a team's schema registry.
+macro_rules! registry {
+    ($path:literal) => {
+        concat!("/api/v1/teams/{team}/registry", $path)
+    };
+}
+
+/// The base URL of a team's schema registry (the Confluent Schema Registry REST API v1).
+pub const REGISTRY: &str = registry!("");
+
 /// The Prometheus scrape endpoint.
 const METRICS: &str = "/api/v1/metrics";
 
@@ -42,7 +52,15 @@ const TEXT_ROUTES: &[(&str, &str)] = &[
 impl Route {
     /// The media type of the route's successful answers.
     pub fn produces(&self) -> &'static str {
+        if self.is_registry() {
+            return crate::error::REGISTRY_MEDIA_TYPE;
+        }
         TEXT_ROUTES.iter().find(|(path, _)| *path == self.path).map_or("application/json", |(_, media)| media)
+    }
+
+    /// Whether this is a schema-registry route, whose errors take the Confluent shape.
+    pub fn is_registry(&self) -> bool {
+        self.path.starts_with(REGISTRY)
     }
 }
 
@@ -56,7 +74,7 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
         access,
         summary,
     };
-    vec![
+    let mut table = vec![
         (route(Method::GET, "/api/v1/health", Public, "Liveness of the control plane"), get(system::health)),
         (
             route(Method::GET, "/api/v1/openapi.json", Authenticated, "This API as an OpenAPI 3 document"),
@@ -385,7 +403,150 @@ pub fn routes() -> Vec<(Route, MethodRouter<App>)> {
             ),
             get(pipelines::logs),
         ),
-    ]
+    ];
+    table.extend(registry_routes());
+    table
+}
+
+/// Method, path, access rule, summary and handler of a registry route.
+type RegistryEntry = (Method, &'static str, Access, &'static str, MethodRouter<App>);
+
+/// The schema registry's routes, each under [`REGISTRY`].
+fn registry_routes() -> Vec<(Route, MethodRouter<App>)> {
+    use Access::Team;
+    use Role::{Developer, Viewer};
+    let entries: Vec<RegistryEntry> = vec![
+        (
+            Method::GET,
+            registry!("/schemas/ids/{id}"),
+            Team(Viewer),
+            "Registry: a schema by id",
+            get(registry::schema_by_id),
+        ),
+        (
+            Method::GET,
+            registry!("/schemas/ids/{id}/schema"),
+            Team(Viewer),
+            "Registry: a schema by id, as the schema itself",
+            get(registry::raw_schema_by_id),
+        ),
+        (
+            Method::GET,
+            registry!("/schemas/ids/{id}/versions"),
+            Team(Viewer),
+            "Registry: the subject versions holding a schema",
+            get(registry::schema_versions),
+        ),
+        (
+            Method::GET,
+            registry!("/schemas/types"),
+            Team(Viewer),
+            "Registry: the schema types supported",
+            get(registry::schema_types),
+        ),
+        (
+            Method::GET,
+            registry!("/subjects"),
+            Team(Viewer),
+            "Registry: the team's subjects",
+            get(registry::subjects),
+        ),
+        (
+            Method::POST,
+            registry!("/subjects/{subject}"),
+            Team(Viewer),
+            "Registry: the version of a subject holding a schema",
+            post(registry::lookup),
+        ),
+        (
+            Method::DELETE,
+            registry!("/subjects/{subject}"),
+            Team(Developer),
+            "Registry: delete a subject (soft; permanent=true after a soft delete)",
+            delete(registry::delete_subject),
+        ),
+        (
+            Method::GET,
+            registry!("/subjects/{subject}/versions"),
+            Team(Viewer),
+            "Registry: a subject's versions",
+            get(registry::subject_versions),
+        ),
+        (
+            Method::POST,
+            registry!("/subjects/{subject}/versions"),
+            Team(Developer),
+            "Registry: register a schema under a subject (idempotent; checked for compatibility)",
+            post(registry::register),
+        ),
+        (
+            Method::GET,
+            registry!("/subjects/{subject}/versions/{version}"),
+            Team(Viewer),
+            "Registry: one version of a subject (a number, latest or -1)",
+            get(registry::subject_version),
+        ),
+        (
+            Method::DELETE,
+            registry!("/subjects/{subject}/versions/{version}"),
+            Team(Developer),
+            "Registry: delete one version (soft; permanent=true after a soft delete)",
+            delete(registry::delete_version),
+        ),
+        (
+            Method::GET,
+            registry!("/subjects/{subject}/versions/{version}/schema"),
+            Team(Viewer),
+            "Registry: one version's schema itself",
+            get(registry::subject_version_schema),
+        ),
+        (
+            Method::GET,
+            registry!("/config"),
+            Team(Viewer),
+            "Registry: the team's compatibility level",
+            get(registry::get_config),
+        ),
+        (
+            Method::PUT,
+            registry!("/config"),
+            Team(Developer),
+            "Registry: set the team's compatibility level",
+            put(registry::put_config),
+        ),
+        (
+            Method::GET,
+            registry!("/config/{subject}"),
+            Team(Viewer),
+            "Registry: a subject's compatibility level",
+            get(registry::get_subject_config),
+        ),
+        (
+            Method::PUT,
+            registry!("/config/{subject}"),
+            Team(Developer),
+            "Registry: set a subject's compatibility level",
+            put(registry::put_subject_config),
+        ),
+        (
+            Method::DELETE,
+            registry!("/config/{subject}"),
+            Team(Developer),
+            "Registry: a subject follows the team's compatibility level again",
+            delete(registry::delete_subject_config),
+        ),
+        (
+            Method::POST,
+            registry!("/compatibility/subjects/{subject}/versions/{version}"),
+            Team(Viewer),
+            "Registry: whether a schema is compatible with a version of a subject",
+            post(registry::check_compatibility),
+        ),
+    ];
+    entries
+        .into_iter()
+        .map(|(method, path, access, summary, handler)| (Route { method, path, access, summary }, handler))
+        .collect()
 }
 
 #[cfg(test)]

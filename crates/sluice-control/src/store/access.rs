@@ -151,7 +151,14 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         // What the team kept goes with it: a team created later under the same name starts bare.
-        for table in ["role_bindings", "secrets", "connections"] {
+        for table in [
+            "role_bindings",
+            "secrets",
+            "connections",
+            "registry_versions",
+            "registry_schemas",
+            "registry_config",
+        ] {
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE team = $1")))
                 .bind(name)
                 .execute(&mut *tx)

@@ -1,5 +1,6 @@
 //! The metadata store: teams, users, tokens, role bindings, pipelines with their versions and
-//! events, and the audit log. One schema and one set of queries for SQLite (the embedded
+//! events, connections, secrets, datasets, the schema registry's subjects and schemas, and
+//! the audit log. One schema and one set of queries for SQLite (the embedded
 //! default) and PostgreSQL (production), through sqlx's `Any` driver; every query is written in
 //! the SQL both understand.
 
@@ -8,6 +9,7 @@ mod audit;
 mod connections;
 mod datasets;
 mod pipelines;
+mod registry;
 mod secrets;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +24,7 @@ pub use datasets::{DatasetRecord, NewDataset};
 pub use pipelines::{
     Actual, Desired, Observed, Pending, PipelineEvent, PipelineRecord, Request, VersionRecord, Worker,
 };
+pub use registry::{RegistryVersion, StoredSchema};
 pub use secrets::SecretInfo;
 
 /// Which database holds the metadata.
@@ -167,6 +170,35 @@ const MIGRATIONS: &[(i64, &str)] = &[
         updated_by TEXT NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (team, name)
+    );",
+    ),
+    (
+        5,
+        "CREATE TABLE registry_schemas (
+        id {id},
+        team TEXT NOT NULL,
+        schema_type TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        schema_text TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX registry_schemas_by_fingerprint ON registry_schemas (team, schema_type, fingerprint);
+    CREATE TABLE registry_versions (
+        team TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        schema_id BIGINT NOT NULL,
+        deleted BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (team, subject, version)
+    );
+    CREATE INDEX registry_versions_by_schema ON registry_versions (team, schema_id);
+    CREATE TABLE registry_config (
+        team TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        compatibility TEXT NOT NULL,
+        PRIMARY KEY (team, subject)
     );",
     ),
 ];

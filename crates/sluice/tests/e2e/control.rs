@@ -36,15 +36,15 @@ sinks:
 "#;
 
 /// A control-plane process.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     /// The admin token printed on first start.
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Server {
-    fn start(command: &str, data_dir: &Path, port: u16) -> Server {
+    pub(crate) fn start(command: &str, data_dir: &Path, port: u16) -> Server {
         Self::spawn(command, data_dir, port, Stdio::inherit(), "warn", &[])
     }
 

@@ -15,6 +15,7 @@ mod postgres;
 mod recovery;
 mod redis;
 mod registry_kafka;
+mod schema_registry;
 mod state_backend;
 mod validate;
 

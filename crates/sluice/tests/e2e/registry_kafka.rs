@@ -33,7 +33,11 @@ fn clients(python: &Path, args: &[&str], input: &str) -> Vec<Value> {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert_success(&output, &format!("the Confluent clients script ({})", args[0]));
-    String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 /// Order `i` as the script builds it, with `note` for orders written with schema v2.
@@ -80,7 +84,8 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
     orders.extend([br#"{"id": 1}"#.to_vec(), vec![0, 0x7f, 0xff, 0xff, 0xf0, 2, 2], truncated]);
     orders_json.push(br#"{"id": 2, "customer": "c2", "amount": 3.0}"#.to_vec());
     for (topic, payloads) in [("orders", &orders), ("orders-json", &orders_json)] {
-        let records: Vec<Outgoing<'_>> = payloads.iter().map(|p| (None, Some(p.as_slice()), &[][..])).collect();
+        let records: Vec<Outgoing<'_>> =
+            payloads.iter().map(|p| (None, Some(p.as_slice()), &[][..])).collect();
         broker.produce(topic, &records);
     }
 
@@ -161,7 +166,10 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
     let mut from_orders = reasons.remove("orders").unwrap_or_default();
     from_orders.sort();
     assert_eq!(from_orders.len(), 3, "{letters:?}");
-    assert!(from_orders.iter().any(|r| r.contains("not valid Avro")), "the truncated record: {from_orders:?}");
+    assert!(
+        from_orders.iter().any(|r| r.contains("not valid Avro")),
+        "the truncated record: {from_orders:?}"
+    );
     assert!(
         from_orders.iter().any(|r| r.contains("magic byte 0 but with 0x7b (`{`: plain JSON)")),
         "the plain JSON: {from_orders:?}"
@@ -205,7 +213,8 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a column no schema gives must stop the run: {stderr}");
     assert!(
-        stderr.contains("the latest schema of subject `orders-value`") && stderr.contains("no column `discount`"),
+        stderr.contains("the latest schema of subject `orders-value`")
+            && stderr.contains("no column `discount`"),
         "{stderr}"
     );
     drop(server);

@@ -133,8 +133,22 @@ impl Store {
         user: &str,
     ) -> ApiResult<(i64, i64)> {
         let id = self.registry_store_schema(team, schema_type, normalized).await?;
-        // Two registrations racing for a version number: the loser takes the next one.
+        // Two registrations racing for a version number: the loser looks again, and takes the
+        // winner's version if it holds the same schema (several workers of one sink register
+        // their schema at once), else the next number.
         for _ in 0..5 {
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(version) FROM registry_versions \
+                 WHERE team = $1 AND subject = $2 AND schema_id = $3 AND deleted = 0",
+            )
+            .bind(team)
+            .bind(subject)
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+            if let Some(version) = existing {
+                return Ok((id, version));
+            }
             let next: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM registry_versions WHERE team = $1 AND subject = $2",
             )

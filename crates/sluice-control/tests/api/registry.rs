@@ -443,6 +443,13 @@ async fn registry(db: Db) {
         }
     }
 
+    // Several workers of one sink register the same schema at once: one version, one id.
+    let register = || f.registry(Dev, Method::POST, "/subjects/race-value/versions", Some(avro(ORDER_V1)));
+    let (a, b, c, d) = tokio::join!(register(), register(), register(), register());
+    let ids: Vec<Value> = [&a, &b, &c, &d].iter().map(|answer| answer.body["id"].clone()).collect();
+    assert!(ids.iter().all(|id| id.is_i64() && *id == ids[0]), "{ids:?}");
+    assert_eq!(f.registry(Viewer, Method::GET, "/subjects/race-value/versions", None).await.body, json!([1]));
+
     // A deleted team takes its registry along: a new team of that name starts bare.
     let (status, _) =
         f.call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" }))).await;

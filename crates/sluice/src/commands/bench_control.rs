@@ -172,7 +172,13 @@ async fn one_database(database: &str, config: &ControlBench) -> anyhow::Result<(
     Ok(())
 }
 
-fn start_server(data: &Path, port: u16, database: Option<&str>) -> anyhow::Result<(Child, String)> {
+/// Starts `sluice server` on `port` with its data in `data` (and metadata in `database`, else
+/// SQLite); returns the process and the admin token it printed.
+pub(crate) fn start_server(
+    data: &Path,
+    port: u16,
+    database: Option<&str>,
+) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(std::env::current_exe()?);
     command.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data);
     if let Some(database) = database {

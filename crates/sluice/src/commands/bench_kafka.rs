@@ -5,7 +5,9 @@
 //! - **throughput**: the pipeline reads the whole topic (`stop_at: latest`), keeps about half the
 //!   records and writes them to another topic; records/s and MB/s of input, median over runs,
 //!   with the ratio to a baseline measured in the same command (the same topic read into a
-//!   blackhole, no SQL and no producer);
+//!   blackhole, no SQL and no producer). The same again with the records as Avro in a schema
+//!   registry's wire format, read and written through a Sluice team's registry (a `sluice
+//!   server` started on loopback);
 //! - **latency**: a producer writes records stamped with their send time at a fixed rate while
 //!   the pipeline runs unbounded; a consumer of the output topic records arrival minus send
 //!   time; p50/p99/max over the run.
@@ -43,14 +45,33 @@ pub struct KafkaBench {
 /// Partitions of the benchmark topics.
 const PARTITIONS: u32 = 4;
 
-fn spec(brokers: &str, input: &str, output: Option<&str>, bounded: bool) -> String {
+/// A registry's base URL and an API token for it.
+type Registry<'a> = (&'a str, &'a str);
+
+/// The payload format options of the Kafka source and sink: JSON, or Avro through `registry`.
+fn format_options(registry: Option<Registry<'_>>) -> String {
+    match registry {
+        None => String::new(),
+        // The token stays in this process: the spec is never written anywhere.
+        Some((url, token)) => format!(", format: avro, registry: {{url: \"{url}\", token: \"{token}\"}}"),
+    }
+}
+
+fn spec(
+    brokers: &str,
+    input: &str,
+    output: Option<&str>,
+    bounded: bool,
+    registry: Option<Registry<'_>>,
+) -> String {
     let stop = if bounded { ", stop_at: latest" } else { "" };
+    let format = format_options(registry);
     let (processors, sink) = match output {
         Some(topic) => (
             "processors:\n  - name: big\n    inputs: [events]\n    sql: SELECT * FROM events WHERE amount >= 500\n"
                 .to_owned(),
             format!(
-                "  - {{name: out, connector: kafka, inputs: [big], options: {{brokers: \"{brokers}\", topic: {topic}, key: user}}}}"
+                "  - {{name: out, connector: kafka, inputs: [big], options: {{brokers: \"{brokers}\", topic: {topic}, key: user{format}}}}}"
             ),
         ),
         None => (String::new(), "  - {name: out, connector: blackhole, inputs: [events]}".to_owned()),
@@ -62,27 +83,59 @@ epoch_ms: 100
 sources:
   - name: events
     connector: kafka
-    options: {{brokers: "{brokers}", topic: {input}{stop}}}
+    options: {{brokers: "{brokers}", topic: {input}{stop}{format}}}
     schema:
-      - {{name: id, type: int64}}
-      - {{name: user, type: string}}
-      - {{name: amount, type: int64}}
-      - {{name: sent_us, type: int64}}
-      - {{name: note, type: string}}
+      - {{name: id, type: int64, nullable: false}}
+      - {{name: user, type: string, nullable: false}}
+      - {{name: amount, type: int64, nullable: false}}
+      - {{name: sent_us, type: int64, nullable: false}}
+      - {{name: note, type: string, nullable: false}}
 {processors}sinks:
 {sink}
 "#
     )
 }
 
+/// The fields of record `id`: user, amount and note.
+fn fields(id: u64) -> (String, u64, String) {
+    (format!("user-{:05}", id % 10_000), (id * 7_919) % 1_000, "x".repeat(110))
+}
+
 /// A ~200-byte JSON record.
 fn record(id: u64, sent_us: u64) -> String {
-    let note = "x".repeat(110);
-    format!(
-        r#"{{"id":{id},"user":"user-{:05}","amount":{},"sent_us":{sent_us:>16},"note":"{note}"}}"#,
-        id % 10_000,
-        (id * 7_919) % 1_000
-    )
+    let (user, amount, note) = fields(id);
+    format!(r#"{{"id":{id},"user":"{user}","amount":{amount},"sent_us":{sent_us:>16},"note":"{note}"}}"#)
+}
+
+/// The Avro writer schema of [`avro_record`].
+const AVRO_SCHEMA: &str = r#"{"type": "record", "name": "Event", "fields": [{"name": "id", "type": "long"},
+    {"name": "user", "type": "string"}, {"name": "amount", "type": "long"},
+    {"name": "sent_us", "type": "long"}, {"name": "note", "type": "string"}]}"#;
+
+/// Record `id` in the registry's wire format: the byte 0, the schema id (4 bytes, big-endian),
+/// then the Avro binary encoding of an [`AVRO_SCHEMA`] record, written from the specification.
+fn avro_record(schema_id: u32, id: u64, sent_us: u64) -> Vec<u8> {
+    fn long(value: i64, out: &mut Vec<u8>) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        while zigzag >= 0x80 {
+            out.push((zigzag as u8 & 0x7f) | 0x80);
+            zigzag >>= 7;
+        }
+        out.push(zigzag as u8);
+    }
+    fn string(text: &str, out: &mut Vec<u8>) {
+        long(text.len() as i64, out);
+        out.extend_from_slice(text.as_bytes());
+    }
+    let (user, amount, note) = fields(id);
+    let mut out = vec![0];
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    long(id as i64, &mut out);
+    string(&user, &mut out);
+    long(amount as i64, &mut out);
+    long(sent_us as i64, &mut out);
+    string(&note, &mut out);
+    out
 }
 
 fn now_us() -> u64 {
@@ -98,13 +151,17 @@ fn producer(brokers: &str) -> anyhow::Result<BaseProducer> {
         .context("creating the benchmark producer")
 }
 
-/// Produces `count` records as fast as the broker takes them; returns the seconds it took.
-fn fill(brokers: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
+/// Produces `count` records as fast as the broker takes them, JSON or (with a schema id) in
+/// the registry's wire format; returns the seconds it took.
+fn fill(brokers: &str, topic: &str, count: u64, schema_id: Option<u32>) -> anyhow::Result<f64> {
     let producer = producer(brokers)?;
     let started = Instant::now();
     for id in 0..count {
-        let payload = record(id, 0);
-        let mut pending = BaseRecord::<[u8], [u8]>::to(topic).payload(payload.as_bytes());
+        let payload = match schema_id {
+            None => record(id, 0).into_bytes(),
+            Some(schema_id) => avro_record(schema_id, id, 0),
+        };
+        let mut pending = BaseRecord::<[u8], [u8]>::to(topic).payload(payload.as_slice());
         loop {
             match producer.send(pending) {
                 Ok(()) => break,
@@ -117,6 +174,25 @@ fn fill(brokers: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
     }
     producer.flush(Duration::from_secs(300)).context("the broker did not acknowledge the records")?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Registers [`AVRO_SCHEMA`] under `subject` in the registry at `url`; returns its id.
+fn register(url: &str, token: &str, subject: &str) -> anyhow::Result<u32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer: serde_json::Value = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/subjects/{subject}/versions"))
+            .bearer_auth(token)
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(serde_json::json!({ "schema": AVRO_SCHEMA }).to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "registering the benchmark schema answered {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    })?;
+    answer["id"].as_u64().and_then(|id| u32::try_from(id).ok()).context("the registry answered no schema id")
 }
 
 fn run_pipeline(spec: &str, workers: usize, stop: Arc<AtomicBool>) -> anyhow::Result<f64> {
@@ -149,33 +225,54 @@ pub fn bench(config: KafkaBench) -> anyhow::Result<ExitCode> {
         bail!("the Kafka benchmark needs the tansu broker; run .ci/run once to install it")
     };
     let brokers = broker.brokers();
-    for topic in ["bench-in", "bench-out", "latency-in", "latency-out"] {
+    for topic in ["bench-in", "bench-out", "bench-in-avro", "bench-out-avro", "latency-in", "latency-out"] {
         broker.create_topic(topic, PARTITIONS);
     }
     let bytes_per_record = record(0, 0).len() as f64;
+    let avro_bytes_per_record = avro_record(0, 0, 0).len() as f64;
     println!(
         "Kafka benchmark: tansu broker at {brokers} (SQLite storage), topics of {PARTITIONS} partitions, \
-         {}-byte JSON records, {} worker(s)",
-        bytes_per_record, config.workers
+         {bytes_per_record}-byte JSON records (the same as {avro_bytes_per_record}-byte Avro ones), {} worker(s)",
+        config.workers
     );
-    let fill_seconds = fill(&brokers, "bench-in", config.records)?;
-    println!(
-        "filled bench-in with {} records in {fill_seconds:.1} s ({:.0} records/s into the broker)\n",
-        config.records,
-        config.records as f64 / fill_seconds
-    );
-    let cases = [("kafka → blackhole (baseline)", None), ("kafka → filter → kafka", Some("bench-out"))];
-    println!("{:<30} {:>14} {:>10} {:>8}", "pipeline", "records/s", "MB/s", "ratio");
+    // The registry: a `sluice server` on loopback, its default team's registry.
+    let data = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (server, token) = super::bench_control::start_server(data.path(), port, None)?;
+    let server = KillOnDrop(server);
+    let registry = format!("http://127.0.0.1:{port}/api/v1/teams/default/registry");
+    let schema_id = register(&registry, &token, "bench-in-avro-value")?;
+    for (topic, schema_id) in [("bench-in", None), ("bench-in-avro", Some(schema_id))] {
+        let fill_seconds = fill(&brokers, topic, config.records, schema_id)?;
+        println!(
+            "filled {topic} with {} records in {fill_seconds:.1} s ({:.0} records/s into the broker)",
+            config.records,
+            config.records as f64 / fill_seconds
+        );
+    }
+    let cases = [
+        ("kafka → blackhole (baseline)", "bench-in", None, None, bytes_per_record),
+        ("kafka → filter → kafka", "bench-in", Some("bench-out"), None, bytes_per_record),
+        (
+            "the same, Avro + registry",
+            "bench-in-avro",
+            Some("bench-out-avro"),
+            Some((registry.as_str(), token.as_str())),
+            avro_bytes_per_record,
+        ),
+    ];
+    println!("\n{:<30} {:>14} {:>10} {:>8}", "pipeline", "records/s", "MB/s", "ratio");
     let mut baseline = None;
-    for (name, output) in cases {
-        let spec = spec(&brokers, "bench-in", output, true);
+    for (name, input, output, registry, bytes) in cases {
+        let spec = spec(&brokers, input, output, true, registry);
         let mut seconds = (0..config.runs.max(1))
             .map(|_| run_pipeline(&spec, config.workers, Arc::default()))
             .collect::<anyhow::Result<Vec<f64>>>()?;
         let rate = config.records as f64 / median(&mut seconds);
         let base = *baseline.get_or_insert(rate);
-        println!("{name:<30} {rate:>14.0} {:>10.1} {:>8.2}", rate * bytes_per_record / 1e6, rate / base);
+        println!("{name:<30} {rate:>14.0} {:>10.1} {:>8.2}", rate * bytes / 1e6, rate / base);
     }
+    drop(server);
     latency(&brokers, config)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -184,7 +281,7 @@ pub fn bench(config: KafkaBench) -> anyhow::Result<ExitCode> {
 fn latency(brokers: &str, config: KafkaBench) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let pipeline = {
-        let spec = spec(brokers, "latency-in", Some("latency-out"), false);
+        let spec = spec(brokers, "latency-in", Some("latency-out"), false, None);
         let stop = stop.clone();
         let workers = config.workers;
         std::thread::spawn(move || run_pipeline(&spec, workers, stop))
@@ -246,4 +343,14 @@ fn latency(brokers: &str, config: KafkaBench) -> anyhow::Result<()> {
         at(1.0)
     );
     Ok(())
+}
+
+/// A child process killed when dropped, also when the benchmark fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

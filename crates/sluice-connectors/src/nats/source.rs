@@ -360,6 +360,13 @@ impl SourceReader for NatsReader {
             .collect())
     }
 
+    fn backlogged(&self, split: usize) -> bool {
+        // The server's count of the split's messages after the last one read: it can lag new
+        // arrivals but never names messages that were not there, so a split said to be
+        // backlogged is (unless retention deleted them before they were read).
+        self.splits.get(split).is_some_and(|s| s.pending.is_some_and(|pending| pending > 0))
+    }
+
     fn lag(&self) -> Option<u64> {
         let known: Vec<u64> = self.splits.iter().filter_map(|s| s.pending).collect();
         (!known.is_empty()).then(|| known.iter().sum())

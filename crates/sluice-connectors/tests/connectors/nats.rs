@@ -88,6 +88,38 @@ fn the_source_reads_subject_filters_over_workers_with_message_metadata() {
     }
 }
 
+/// A split with messages still on the server is backlogged (so never idle for watermarks,
+/// however long a slowed-down reader has been silent); once everything is read, it is not.
+#[test]
+fn a_split_is_backlogged_while_the_server_holds_messages_it_has_not_read() {
+    let Some(mut nats) = JetStream::connect() else { return };
+    let (stream, prefix) = (unique_name("BACKLOG"), unique_name("backlog"));
+    nats.create_stream(&stream, &[&format!("{prefix}.>")]);
+    nats.publish(&numbered(&prefix, 0, 500));
+    let dir = tempfile::tempdir().unwrap();
+    let options = json!({"url": URL, "stream": stream});
+    let source = source("nats", options, Some(&id_schema()), false, dir.path());
+    let context =
+        source_context(0, 1, vec![true], Default::default(), &dir.path().join("dl"), Arc::default());
+    let mut reader = source.open(context).unwrap();
+    let mut out = Vec::new();
+    let mut read = 0;
+    let mut backlogged_midway = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read < 500 {
+        assert!(std::time::Instant::now() < deadline, "read {read} of 500");
+        reader.poll(50, &mut out).unwrap();
+        read += out.drain(..).map(|b| b.batch.num_rows()).sum::<usize>();
+        if (1..500).contains(&read) {
+            backlogged_midway |= reader.backlogged(0);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(backlogged_midway, "part-way through the 500 messages the split must be backlogged");
+    assert!(!reader.backlogged(0), "every message is read: nothing is pending");
+    assert_eq!(reader.lag(), Some(0));
+}
+
 /// Options, declared schema, expected diagnostics.
 type SourceCase<'a> = (Value, Option<&'a [FieldSpec]>, Vec<&'a str>);
 

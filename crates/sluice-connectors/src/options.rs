@@ -75,7 +75,8 @@ pub(crate) fn url_or_env(
             Err(_) => {
                 diagnostics.push(
                     Diagnostic::new("options.url_env", format!("environment variable \"{name}\" is not set"))
-                        .suggest(format!("export it with the {what}, e.g. {example_with_password}")),
+                        .suggest(format!("export it with the {what}, e.g. {example_with_password}"))
+                        .missing_variable(name),
                 );
                 None
             }

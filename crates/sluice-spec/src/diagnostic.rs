@@ -29,12 +29,29 @@ pub struct Diagnostic {
     /// How to fix it, when obvious, e.g. `did you mean "price"?`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
+    /// The environment variable whose absence is all this diagnostic reports, if so: a
+    /// process other than the one that runs the pipeline (the control plane checking a spec
+    /// for its workers, which get their secrets as variables) may accept it.
+    #[serde(skip)]
+    pub missing_variable: Option<String>,
 }
 
 impl Diagnostic {
     /// A diagnostic at `path` with `message`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into(), location: None, suggestion: None }
+        Self {
+            path: path.into(),
+            message: message.into(),
+            location: None,
+            suggestion: None,
+            missing_variable: None,
+        }
+    }
+
+    /// Marks the diagnostic as reporting only that environment variable `name` is not set.
+    pub fn missing_variable(mut self, name: impl Into<String>) -> Self {
+        self.missing_variable = Some(name.into());
+        self
     }
 
     /// Adds a line/column inside the text at the path.

@@ -65,8 +65,7 @@ impl Checker for Planner {
         // Team secrets reach workers only, as `SLUICE_SECRET_*` variables: that the control
         // plane's own environment lacks them is expected, not a problem of the spec.
         let missing_secret = |d: &Diagnostic| {
-            d.message.starts_with("environment variable \"SLUICE_SECRET_")
-                && d.message.ends_with("is not set")
+            d.missing_variable.as_deref().is_some_and(|name| name.starts_with("SLUICE_SECRET_"))
         };
         match plan(spec, base_dir) {
             Ok(_) => Ok(()),

@@ -52,12 +52,16 @@ impl AvroCodec {
     }
 
     /// The Avro schema of records with the columns of `schema`: nullable columns are unions
-    /// with `null`, timestamps are `local-timestamp-millis`.
+    /// with `null` first and default `null` (so a schema registry takes a new nullable column
+    /// as a compatible change), timestamps are `local-timestamp-millis`.
     pub fn derive(schema: &Schema) -> std::result::Result<Self, String> {
         let bare = Schema::new(schema.fields().clone());
         let avro =
             AvroSchema::try_from(&bare).map_err(|e| format!("the columns have no Avro equivalent: {e}"))?;
-        Self::new(avro)
+        let mut json: serde_json::Value = serde_json::from_str(&avro.json_string)
+            .map_err(|e| format!("the derived Avro schema is not JSON: {e}"))?;
+        default_nulls(&mut json);
+        Self::new(AvroSchema::new(json.to_string()))
     }
 
     fn new(schema: AvroSchema) -> std::result::Result<Self, String> {
@@ -76,6 +80,30 @@ impl AvroCodec {
         Conform::plan(&self.decoded, declared, Missing::Problem).map(|_| ()).map_err(|problems| {
             format!("the Avro schema does not give the declared columns: {}", problems.join("; "))
         })
+    }
+}
+
+/// Gives every record field of `schema` whose type is a union starting with `null` and that
+/// has no default the default `null`, at every depth.
+fn default_nulls(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(object) => {
+            if let Some(serde_json::Value::Array(fields)) = object.get_mut("fields") {
+                for field in fields.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+                    let null_first = field
+                        .get("type")
+                        .and_then(serde_json::Value::as_array)
+                        .and_then(|branches| branches.first())
+                        .is_some_and(|first| first == "null");
+                    if null_first && !field.contains_key("default") {
+                        field.insert("default".to_owned(), serde_json::Value::Null);
+                    }
+                }
+            }
+            object.values_mut().for_each(default_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(default_nulls),
+        _ => {}
     }
 }
 
@@ -533,6 +561,32 @@ mod tests {
         let error =
             AvroDecoder::new(AvroCodec::parse(older).unwrap(), &strict, Missing::NullIfNullable).unwrap_err();
         assert!(error.contains("it has no column `name`"), "{error}");
+    }
+
+    #[test]
+    fn derived_schemas_give_nullable_fields_the_default_null() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]);
+        let json: serde_json::Value =
+            serde_json::from_str(AvroCodec::derive(&schema).unwrap().json()).unwrap();
+        let fields = json["fields"].as_array().unwrap();
+        assert_eq!((&fields[0]["name"], fields[0].get("default")), (&serde_json::json!("id"), None));
+        assert_eq!(fields[1]["type"][0], "null", "{json}");
+        assert_eq!(fields[1].get("default"), Some(&serde_json::Value::Null), "{json}");
+    }
+
+    #[test]
+    fn records_sharing_no_column_with_the_declaration_are_not_an_evolution_of_it() {
+        let other = r#"{"type": "record", "name": "Other", "fields": [{"name": "x", "type": "long"}]}"#;
+        let nullable = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
+        let error = AvroDecoder::new(AvroCodec::parse(other).unwrap(), &nullable, Missing::NullIfNullable)
+            .unwrap_err();
+        assert!(
+            error.contains("it has none of the declared columns; its columns are `x` (Int64)"),
+            "{error}"
+        );
     }
 
     #[test]

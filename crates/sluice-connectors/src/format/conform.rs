@@ -57,6 +57,14 @@ impl Conform {
                 }
             }
         }
+        // Records that share no column with the declaration are of something else altogether,
+        // not an older or newer version of it: all-null rows would hide that.
+        if problems.is_empty() && !roots.is_empty() && roots.iter().all(Option::is_none) {
+            problems.push(format!(
+                "it has none of the declared columns; its columns are {}",
+                describe_columns(found)
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }

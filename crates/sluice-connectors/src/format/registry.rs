@@ -374,6 +374,20 @@ enum Reply {
     Refused { status: StatusCode, code: Option<i64>, message: String },
 }
 
+/// The registry's error codes for "no such subject", "no such version" and "no such schema".
+const SUBJECT_NOT_FOUND: i64 = 40401;
+const VERSION_NOT_FOUND: i64 = 40402;
+const SCHEMA_NOT_FOUND: i64 = 40403;
+
+impl Reply {
+    /// Whether this is the registry saying that what was asked for does not exist, with one of
+    /// `codes`. A 404 without such a code comes from something else (a wrong URL, a proxy) and
+    /// must not be taken for an absent schema: records would be refused for the wrong reason.
+    fn absent(&self, codes: &[i64]) -> bool {
+        matches!(self, Reply::Refused { status: StatusCode::NOT_FOUND, code: Some(code), .. } if codes.contains(code))
+    }
+}
+
 /// Credentials with their secrets resolved.
 enum Credentials {
     None,
@@ -437,7 +451,7 @@ impl RegistryClient {
         let what = format!("reading schema id {id}");
         match self.call(Method::GET, &["schemas", "ids", &id.to_string()], None, &what)? {
             Reply::Ok(answer) => self.schema_in(&answer, &what).map(Some),
-            Reply::Refused { status: StatusCode::NOT_FOUND, .. } => Ok(None),
+            absent if absent.absent(&[SCHEMA_NOT_FOUND]) => Ok(None),
             refused => Err(self.refusal(refused, &what)),
         }
     }
@@ -447,7 +461,7 @@ impl RegistryClient {
         let what = format!("reading the latest version of subject `{subject}`");
         match self.call(Method::GET, &["subjects", subject, "versions", "latest"], None, &what)? {
             Reply::Ok(answer) => Ok(Some((self.id_in(&answer, &what)?, self.schema_in(&answer, &what)?))),
-            Reply::Refused { status: StatusCode::NOT_FOUND, .. } => Ok(None),
+            absent if absent.absent(&[SUBJECT_NOT_FOUND, VERSION_NOT_FOUND]) => Ok(None),
             refused => Err(self.refusal(refused, &what)),
         }
     }
@@ -476,7 +490,7 @@ impl RegistryClient {
         let body = schema.request_body();
         match self.call(Method::POST, &["subjects", subject], Some(&body), &what)? {
             Reply::Ok(answer) => self.id_in(&answer, &what).map(Some),
-            Reply::Refused { status: StatusCode::NOT_FOUND, .. } => Ok(None),
+            absent if absent.absent(&[SUBJECT_NOT_FOUND, SCHEMA_NOT_FOUND]) => Ok(None),
             refused => Err(self.refusal(refused, &what)),
         }
     }
@@ -966,6 +980,22 @@ mod tests {
                 "required": ["id", "at", "price"],
             })
         );
+    }
+
+    #[test]
+    fn only_the_registry_s_not_found_codes_mean_absent() {
+        let refused = |status: u16, code: Option<i64>| Reply::Refused {
+            status: StatusCode::from_u16(status).unwrap(),
+            code,
+            message: String::new(),
+        };
+        assert!(refused(404, Some(SCHEMA_NOT_FOUND)).absent(&[SCHEMA_NOT_FOUND]));
+        assert!(refused(404, Some(SUBJECT_NOT_FOUND)).absent(&[SUBJECT_NOT_FOUND, VERSION_NOT_FOUND]));
+        // A wrong URL (a web server's or a proxy's 404, or a Sluice team that is not there).
+        assert!(!refused(404, None).absent(&[SCHEMA_NOT_FOUND]));
+        assert!(!refused(404, Some(404)).absent(&[SCHEMA_NOT_FOUND]));
+        assert!(!refused(500, Some(SCHEMA_NOT_FOUND)).absent(&[SCHEMA_NOT_FOUND]));
+        assert!(!Reply::Ok(json!({})).absent(&[SCHEMA_NOT_FOUND]));
     }
 
     #[test]

@@ -450,6 +450,19 @@ async fn registry(db: Db) {
     assert!(ids.iter().all(|id| id.is_i64() && *id == ids[0]), "{ids:?}");
     assert_eq!(f.registry(Viewer, Method::GET, "/subjects/race-value/versions", None).await.body, json!([1]));
 
+    // Levels set at once for a subject without one: each is answered, one stands (PostgreSQL
+    // once failed all but one on the unique key, with 500).
+    let set = |level: &'static str| {
+        f.registry(Dev, Method::PUT, "/config/race-value", Some(json!({ "compatibility": level })))
+    };
+    let answers =
+        tokio::join!(set("FULL"), set("NONE"), set("FORWARD"), set("FULL"), set("NONE"), set("FORWARD"));
+    for answer in [&answers.0, &answers.1, &answers.2, &answers.3, &answers.4, &answers.5] {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let level = f.registry(Viewer, Method::GET, "/config/race-value", None).await;
+    assert!(["FULL", "NONE", "FORWARD"].contains(&level.body["compatibilityLevel"].as_str().unwrap()));
+
     // A deleted team takes its registry along: a new team of that name starts bare.
     let (status, _) =
         f.call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" }))).await;
@@ -489,4 +502,28 @@ async fn registry_sqlite() {
 #[tokio::test]
 async fn registry_postgres() {
     registry(Db::Postgres).await;
+}
+
+/// A registration that loses every race for a version number is a store error (50001, retry),
+/// not 409, which Confluent clients read as "incompatible". PostgreSQL is made to lose every
+/// race by a trigger raising a unique violation on each insert of a version.
+#[tokio::test]
+async fn registration_losing_every_race_is_a_store_error_not_a_conflict() {
+    let f = Fixture::new(Db::Postgres).await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", f.database.as_deref().unwrap());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION lose_every_race() RETURNS trigger AS $$ BEGIN \
+         RAISE unique_violation USING MESSAGE = 'lost a race (test trigger)'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER lose_every_race BEFORE INSERT ON registry_versions \
+         FOR EACH ROW EXECUTE FUNCTION lose_every_race()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let answer =
+        f.registry(Caller::Developer, Method::POST, "/subjects/busy/versions", Some(avro(ORDER_V1))).await;
+    assert_error(&answer, 50001, "is being changed by others at the same moment");
+    assert!(answer.body["message"].as_str().unwrap().contains("try again"), "{}", answer.body);
+    f.drop_database().await;
 }

@@ -504,6 +504,72 @@ async fn registry_postgres() {
     registry(Db::Postgres).await;
 }
 
+/// A union of records `T0` to `T{n}`, each `T{k}` with two optional fields of `T{k-1}`;
+/// `T0` has `extra` for fields. (Written as a union, the chain stays shallow as JSON.)
+fn record_chain(n: usize, extra: &str) -> String {
+    let mut records = vec![format!(r#"{{"type": "record", "name": "T0", "fields": [{extra}]}}"#)];
+    for k in 1..=n {
+        let field = |name: &str| format!(r#"{{"name": "{name}", "type": ["null", "T{}"]}}"#, k - 1);
+        records.push(format!(
+            r#"{{"type": "record", "name": "T{k}", "fields": [{}, {}]}}"#,
+            field("a"),
+            field("b")
+        ));
+    }
+    format!("[{}]", records.join(", "))
+}
+
+/// Schemas crafted to exhaust the server: each is answered, and the server goes on serving.
+#[tokio::test]
+async fn crafted_schemas_cannot_take_the_server_down() {
+    use Caller::{Developer as Dev, Viewer};
+    let f = Fixture::new(Db::Sqlite).await;
+
+    // A record default that holds its own record once recursed until the stack overflowed,
+    // aborting the process, on lookup (viewer), registration and compatibility checks alike.
+    let own = r#"{"type":"record","name":"R","fields":[{"name":"next","type":"R","default":{}}]}"#;
+    assert_error(&f.registry(Viewer, Method::POST, "/subjects/x", Some(avro(own))).await, 40401, "'x'");
+    let registered = f.registry(Dev, Method::POST, "/subjects/x/versions", Some(avro(own))).await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.body);
+    let answer =
+        f.registry(Viewer, Method::POST, "/compatibility/subjects/x/versions/latest", Some(avro(own))).await;
+    assert_eq!(answer.body, json!({ "is_compatible": true }));
+
+    // Nesting beyond the limit is refused with where.
+    let mut deep = String::from("\"int\"");
+    for _ in 0..101 {
+        deep = format!(r#"{{"type": "array", "items": {deep}}}"#);
+    }
+    let refused = f.registry(Dev, Method::POST, "/subjects/deep/versions", Some(avro(&deep))).await;
+    assert_error(&refused, 42201, "nests types more than 100 levels deep");
+
+    // Unions of records referring to records: 2^40 comparisons before verdicts were kept.
+    let chain =
+        f.registry(Dev, Method::POST, "/subjects/chain/versions", Some(avro(&record_chain(40, "")))).await;
+    assert_eq!(chain.status, StatusCode::OK, "{}", chain.body);
+    let needs_x = record_chain(40, r#"{"name": "x", "type": "int"}"#);
+    let answer = f
+        .registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/chain/versions/latest?verbose=true",
+            Some(avro(&needs_x)),
+        )
+        .await;
+    assert_eq!(answer.body["is_compatible"], false, "{}", answer.body);
+    assert!(answer.body["messages"][0].as_str().unwrap().contains("record \"T0\""), "{}", answer.body);
+    let answer = f
+        .registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/chain/versions/1",
+            Some(avro(&record_chain(40, ""))),
+        )
+        .await;
+    assert_eq!(answer.body, json!({ "is_compatible": true }));
+    f.drop_database().await;
+}
+
 /// A registration that loses every race for a version number is a store error (50001, retry),
 /// not 409, which Confluent clients read as "incompatible". PostgreSQL is made to lose every
 /// race by a trigger raising a unique violation on each insert of a version.

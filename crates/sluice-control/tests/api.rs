@@ -192,10 +192,14 @@ async fn admin_pool() -> sqlx::AnyPool {
 
 async fn fresh_postgres() -> String {
     let name = format!("sluice_control_{}", sluice_control::auth::random_hex(6).unwrap());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin_pool().await)
-        .await
-        .unwrap();
+    // A locale collation (ICU en-US), as production databases usually have, not the byte
+    // order of this machine's C.UTF-8 default: lists sorted by the database would differ.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )))
+    .execute(&admin_pool().await)
+    .await
+    .unwrap();
     name
 }
 

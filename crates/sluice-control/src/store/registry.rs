@@ -94,19 +94,22 @@ impl Store {
             .collect()
     }
 
-    /// The team's subjects, by name: those with a live version, or also those whose versions are
-    /// all soft-deleted.
+    /// The team's subjects in byte order (not the database's collation, so both backends agree):
+    /// those with a live version, or also those whose versions are all soft-deleted.
     pub async fn registry_subjects(&self, team: &str, include_deleted: bool) -> ApiResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM registry_versions WHERE team = $1 AND (deleted = 0 OR $2 = 1) ORDER BY subject",
+        let mut subjects: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT subject FROM registry_versions WHERE team = $1 AND (deleted = 0 OR $2 = 1)",
         )
         .bind(team)
         .bind(i64::from(include_deleted))
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        subjects.sort_unstable();
+        Ok(subjects)
     }
 
-    /// `(subject, version)` of every version of `team` holding schema `id`.
+    /// `(subject, version)` of every version of `team` holding schema `id`, subjects in byte
+    /// order.
     pub async fn registry_schema_uses(
         &self,
         team: &str,
@@ -115,14 +118,17 @@ impl Store {
     ) -> ApiResult<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT subject, version FROM registry_versions WHERE team = $1 AND schema_id = $2 \
-             AND (deleted = 0 OR $3 = 1) ORDER BY subject, version",
+             AND (deleted = 0 OR $3 = 1)",
         )
         .bind(team)
         .bind(id)
         .bind(i64::from(include_deleted))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+        let mut uses =
+            rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect::<ApiResult<Vec<_>>>()?;
+        uses.sort_unstable();
+        Ok(uses)
     }
 
     /// Stores `normalized` for `team` if new (reusing the team's id for an equal schema) and

@@ -450,6 +450,28 @@ async fn registry(db: Db) {
     assert!(ids.iter().all(|id| id.is_i64() && *id == ids[0]), "{ids:?}");
     assert_eq!(f.registry(Viewer, Method::GET, "/subjects/race-value/versions", None).await.body, json!([1]));
 
+    // Subjects are listed in byte order on both backends (PostgreSQL sorted by its collation:
+    // "events-value", "Orders", "orders_y", ... under en-US).
+    for subject in ["orders_y", "Orders", "orders-x"] {
+        let answer = f
+            .registry(Dev, Method::POST, &format!("/subjects/{subject}/versions"), Some(avro(ORDER_V2)))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    assert_eq!(
+        f.registry(Viewer, Method::GET, "/subjects", None).await.body,
+        json!(["Orders", "events-value", "orders-value", "orders-x", "orders_y", "race-value"])
+    );
+    assert_eq!(
+        f.registry(Viewer, Method::GET, &format!("/schemas/ids/{id2}/versions"), None).await.body,
+        json!([
+            { "subject": "Orders", "version": 1 },
+            { "subject": "orders-value", "version": 2 },
+            { "subject": "orders-x", "version": 1 },
+            { "subject": "orders_y", "version": 1 }
+        ])
+    );
+
     // Levels set at once for a subject without one: each is answered, one stands (PostgreSQL
     // once failed all but one on the unique key, with 500).
     let set = |level: &'static str| {

@@ -480,6 +480,32 @@ async fn access_and_audit_postgres() {
     access_and_audit(Db::Postgres).await;
 }
 
+/// Public routes ignore credentials they do not need: a proxy's `Authorization: Negotiate`
+/// or a malformed Basic header once got 401 from the health check. Elsewhere they still do.
+#[tokio::test]
+async fn public_routes_answer_whatever_authorization_header_comes_along() {
+    let f = Fixture::new(Db::Sqlite).await;
+    for header in ["Negotiate abc", "Basic !!!", "Bearer slc_not_a_token", "garbage"] {
+        let request = Request::builder()
+            .uri("/api/v1/health")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = f.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{header}: {body}");
+    }
+    for header in ["Negotiate abc", "Basic !!!"] {
+        let request = Request::builder()
+            .uri("/api/v1/teams/payments/pipelines")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = f.send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}: {body}");
+    }
+    f.drop_database().await;
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let f = Fixture::new(Db::Sqlite).await;

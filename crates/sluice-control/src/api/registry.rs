@@ -592,7 +592,7 @@ pub async fn delete_subject_config(
 
 /// `POST /compatibility/subjects/{subject}/versions/{version}`: whether the schema could be
 /// registered next to that version (`latest`: next to every version the subject's level
-/// looks at). `verbose=true` adds the reasons.
+/// looks at; compatible when the subject has none). `verbose=true` adds the reasons.
 pub async fn check_compatibility(
     State(app): State<App>,
     RegistryPath((team, subject, version)): RegistryPath<(String, String, String)>,
@@ -600,20 +600,37 @@ pub async fn check_compatibility(
     RegistryBody(body): RegistryBody<SchemaBody>,
 ) -> RegistryResult<Reply> {
     let schema = off_the_executor(move || body.parse()).await?;
-    version_number(&version)?;
-    let live = versions_of(&app, &team, &subject, false).await?;
     let against = match version_number(&version)? {
-        None => live,
-        Some(_) => vec![pick(&live, &version, &subject)?],
+        None => {
+            let live: Vec<RegistryVersion> = app
+                .store
+                .registry_versions(&team, &subject)
+                .await?
+                .into_iter()
+                .filter(|v| !v.deleted)
+                .collect();
+            // As Confluent's registry answers: nothing registered yet, nothing to be incompatible
+            // with.
+            if live.is_empty() {
+                return Ok(compatibility_answer(&[], flag(&query.verbose)));
+            }
+            live
+        }
+        Some(_) => vec![pick(&versions_of(&app, &team, &subject, false).await?, &version, &subject)?],
     };
     let level = level(&app, &team, Some(&subject)).await?;
     let earlier = stored_versions(&app, &team, &against).await?;
     let problems = off_the_executor(move || problems_with(level, &schema, earlier)).await?;
+    Ok(compatibility_answer(&problems, flag(&query.verbose)))
+}
+
+/// `{"is_compatible"}`, with `"messages"` (the reasons) when `verbose`.
+fn compatibility_answer(problems: &[String], verbose: bool) -> Reply {
     let mut answer = json!({ "is_compatible": problems.is_empty() });
-    if flag(&query.verbose) {
+    if verbose {
         answer["messages"] = json!(problems);
     }
-    Ok(Reply::json(answer))
+    Reply::json(answer)
 }
 
 /// Answers an error of the rest of the API in the registry's shape (authentication,

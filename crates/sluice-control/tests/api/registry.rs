@@ -267,6 +267,41 @@ async fn registry(db: Db) {
         "Version 9",
     );
 
+    // Against `latest` of a subject without versions, anything is compatible (as Confluent's
+    // registry answers); a numeric version of it does not exist.
+    for (path, expected) in [
+        ("/compatibility/subjects/new-value/versions/latest", json!({ "is_compatible": true })),
+        (
+            "/compatibility/subjects/new-value/versions/-1?verbose=true",
+            json!({ "is_compatible": true, "messages": [] }),
+        ),
+    ] {
+        let answer = f.registry(Viewer, Method::POST, path, Some(avro(ORDER_V1))).await;
+        assert_eq!((answer.status, &answer.body), (StatusCode::OK, &expected), "{path}");
+    }
+    assert_error(
+        &f.registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/new-value/versions/1",
+            Some(avro(ORDER_V1)),
+        )
+        .await,
+        40401,
+        "Subject 'new-value' not found",
+    );
+    assert_error(
+        &f.registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/new-value/versions/latest",
+            Some(avro("\"strng\"")),
+        )
+        .await,
+        42201,
+        "unknown type \"strng\"",
+    );
+
     // Compatibility levels: the team's default, a subject's own, and NONE letting anything in.
     let config = f.registry(Viewer, Method::GET, "/config", None).await;
     assert_eq!(config.body, json!({ "compatibilityLevel": "BACKWARD" }));

@@ -195,6 +195,10 @@ async fn registry(db: Db) {
         ),
         (json!({ "schema": "[1]", "schemaType": "JSON" }), "a JSON Schema is a JSON object or a boolean"),
         (
+            json!({ "schema": r#"{"type": "object", "properties": {"a": {"type": 5}}}"#, "schemaType": "JSON" }),
+            "invalid JSON Schema: at #/properties/a/type: 5 is not a type",
+        ),
+        (
             json!({ "schema": ORDER_V1, "ruleSet": { "domainRules": [] } }),
             "\"ruleSet\" (data contracts) is not supported",
         ),

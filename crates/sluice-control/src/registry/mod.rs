@@ -80,7 +80,12 @@ impl Schema {
     /// and where.
     pub fn parse(schema_type: SchemaType, text: &str) -> Result<Schema, String> {
         let json: Value = serde_json::from_str(text).map_err(|error| {
-            format!("the schema is not JSON: {error}; an {} schema is JSON text", schema_type.name())
+            // serde_json stops at 128 levels of nesting, which keeps parsing off the stack's end.
+            if error.to_string().starts_with("recursion limit exceeded") {
+                format!("the schema nests JSON more than 128 levels deep ({error}); flatten it")
+            } else {
+                format!("the schema is not JSON: {error}; an {} schema is JSON text", schema_type.name())
+            }
         })?;
         let parsed = match schema_type {
             SchemaType::Avro => Parsed::Avro(
@@ -262,6 +267,15 @@ mod tests {
         );
         assert_eq!(check_ok(Level::Full, &v4, &[(1, v1.clone())]).len(), 1);
         assert!(check_ok(Level::None, &v4, &[(1, v1)]).is_empty());
+    }
+
+    #[test]
+    fn json_nested_beyond_what_the_parser_takes_is_refused_plainly() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for schema_type in SchemaType::ALL {
+            let message = Schema::parse(schema_type, &deep).unwrap_err();
+            assert!(message.starts_with("the schema nests JSON more than 128 levels deep"), "{message}");
+        }
     }
 
     #[test]

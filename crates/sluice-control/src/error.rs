@@ -62,6 +62,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 503: the server could not do it now (e.g. it lost races with concurrent writers); the
+    /// same request may succeed if retried.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// 500: a fault of the server; the message says what failed, never secrets.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -191,6 +197,9 @@ mod tests {
         assert_eq!(RegistryError::from(ApiError::unauthenticated("x")).error_code, 40101);
         assert_eq!(RegistryError::from(ApiError::forbidden("x")).error_code, 40301);
         assert_eq!(RegistryError::from(ApiError::internal("x")).error_code, 50001);
+        // Lost races are a store error (retryable), never 409, which clients read as
+        // "incompatible".
+        assert_eq!(RegistryError::from(ApiError::unavailable("x")).error_code, 50001);
         assert_eq!(RegistryError::from(ApiError::not_found("team")).error_code, 404);
     }
 }

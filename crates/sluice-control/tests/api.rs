@@ -192,10 +192,14 @@ async fn admin_pool() -> sqlx::AnyPool {
 
 async fn fresh_postgres() -> String {
     let name = format!("sluice_control_{}", sluice_control::auth::random_hex(6).unwrap());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin_pool().await)
-        .await
-        .unwrap();
+    // A locale collation (ICU en-US), as production databases usually have, not the byte
+    // order of this machine's C.UTF-8 default: lists sorted by the database would differ.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )))
+    .execute(&admin_pool().await)
+    .await
+    .unwrap();
     name
 }
 
@@ -474,6 +478,32 @@ async fn access_and_audit_sqlite() {
 #[tokio::test]
 async fn access_and_audit_postgres() {
     access_and_audit(Db::Postgres).await;
+}
+
+/// Public routes ignore credentials they do not need: a proxy's `Authorization: Negotiate`
+/// or a malformed Basic header once got 401 from the health check. Elsewhere they still do.
+#[tokio::test]
+async fn public_routes_answer_whatever_authorization_header_comes_along() {
+    let f = Fixture::new(Db::Sqlite).await;
+    for header in ["Negotiate abc", "Basic !!!", "Bearer slc_not_a_token", "garbage"] {
+        let request = Request::builder()
+            .uri("/api/v1/health")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = f.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{header}: {body}");
+    }
+    for header in ["Negotiate abc", "Basic !!!"] {
+        let request = Request::builder()
+            .uri("/api/v1/teams/payments/pipelines")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = f.send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}: {body}");
+    }
+    f.drop_database().await;
 }
 
 #[tokio::test]

@@ -94,6 +94,9 @@ async fn guard(State((app, route)): State<(App, Route)>, mut request: Request, n
     let path = request.uri().path().to_string();
     let token = request.headers().get(header::AUTHORIZATION).map(credentials);
     let outcome = match token {
+        // A public route needs no credentials, so unreadable ones (a proxy's `Negotiate`, say)
+        // do not make it fail.
+        Some(Err(_)) if route.access == Access::Public => Ok(None),
         Some(Err(error)) => Err(error),
         Some(Ok(token)) => authorize(&app, &route, Some(&token), &path).await,
         None => authorize(&app, &route, None, &path).await,

@@ -341,19 +341,55 @@ async fn level(app: &App, team: &str, subject: Option<&str>) -> RegistryResult<L
     }
 }
 
-/// The schemas of `versions`, parsed, with their version numbers.
-async fn parsed(app: &App, team: &str, versions: &[RegistryVersion]) -> RegistryResult<Vec<(i64, Schema)>> {
+/// The stored schemas of `versions`, with their version numbers.
+async fn stored_versions(
+    app: &App,
+    team: &str,
+    versions: &[RegistryVersion],
+) -> RegistryResult<Vec<(i64, StoredSchema)>> {
     let mut schemas = Vec::with_capacity(versions.len());
     for version in versions {
-        let stored = stored(app, team, version.schema_id).await?;
-        let schema_type = SchemaType::from_request(Some(&stored.schema_type))
-            .map_err(|reason| RegistryError::new(50001, format!("stored schema {}: {reason}", stored.id)))?;
-        let schema = Schema::parse(schema_type, &stored.text).map_err(|reason| {
-            RegistryError::new(50001, format!("stored schema {} no longer parses: {reason}", stored.id))
-        })?;
-        schemas.push((version.version, schema));
+        schemas.push((version.version, stored(app, team, version.schema_id).await?));
     }
     Ok(schemas)
+}
+
+/// Stored schemas, parsed again.
+fn parse_stored(stored: Vec<(i64, StoredSchema)>) -> RegistryResult<Vec<(i64, Schema)>> {
+    stored
+        .into_iter()
+        .map(|(version, stored)| {
+            let schema_type = SchemaType::from_request(Some(&stored.schema_type)).map_err(|reason| {
+                RegistryError::new(50001, format!("stored schema {}: {reason}", stored.id))
+            })?;
+            let schema = Schema::parse(schema_type, &stored.text).map_err(|reason| {
+                RegistryError::new(50001, format!("stored schema {} no longer parses: {reason}", stored.id))
+            })?;
+            Ok((version, schema))
+        })
+        .collect()
+}
+
+/// Runs schema parsing and compatibility checks (CPU work, as large as a client's schema) on
+/// the blocking pool, so one request cannot hold up the async workers.
+async fn off_the_executor<T: Send + 'static>(
+    work: impl FnOnce() -> RegistryResult<T> + Send + 'static,
+) -> RegistryResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(%error, "a schema check failed");
+        RegistryError::new(50001, "the schema check failed unexpectedly (a bug); the server log says why")
+    })?
+}
+
+/// Every reason `schema` may not follow `earlier` at `level`; 42201 when the schemas are too
+/// complex to compare.
+fn problems_with(
+    level: Level,
+    schema: &Schema,
+    earlier: Vec<(i64, StoredSchema)>,
+) -> RegistryResult<Vec<String>> {
+    let earlier = parse_stored(earlier)?;
+    registry::check(level, schema, &earlier).map_err(|too_complex| RegistryError::new(42201, too_complex.0))
 }
 
 /// `POST /subjects/{subject}/versions`: registers a schema, or answers the id it already has
@@ -364,7 +400,7 @@ pub async fn register(
     RegistryPath((team, subject)): RegistryPath<(String, String)>,
     RegistryBody(body): RegistryBody<SchemaBody>,
 ) -> RegistryResult<Reply> {
-    let schema = body.parse()?;
+    let schema = off_the_executor(move || body.parse()).await?;
     let type_name = schema.schema_type.name();
     let live: Vec<RegistryVersion> =
         app.store.registry_versions(&team, &subject).await?.into_iter().filter(|v| !v.deleted).collect();
@@ -374,8 +410,12 @@ pub async fn register(
         return Ok(Reply::json(json!({ "id": id })));
     }
     let level = level(&app, &team, Some(&subject)).await?;
-    let earlier = parsed(&app, &team, &live).await?;
-    let problems = registry::check(level, &schema, &earlier);
+    let earlier = stored_versions(&app, &team, &live).await?;
+    let (schema, problems) = off_the_executor(move || {
+        let problems = problems_with(level, &schema, earlier)?;
+        Ok((schema, problems))
+    })
+    .await?;
     if !problems.is_empty() {
         return Err(RegistryError::new(
             409,
@@ -397,7 +437,7 @@ pub async fn lookup(
     RegistryQuery(query): RegistryQuery,
     RegistryBody(body): RegistryBody<SchemaBody>,
 ) -> RegistryResult<Reply> {
-    let schema = body.parse()?;
+    let schema = off_the_executor(move || body.parse()).await?;
     let versions = versions_of(&app, &team, &subject, flag(&query.deleted)).await?;
     let id = app.store.registry_schema_id(&team, schema.schema_type.name(), &schema.normalized).await?;
     let found = id
@@ -552,27 +592,45 @@ pub async fn delete_subject_config(
 
 /// `POST /compatibility/subjects/{subject}/versions/{version}`: whether the schema could be
 /// registered next to that version (`latest`: next to every version the subject's level
-/// looks at). `verbose=true` adds the reasons.
+/// looks at; compatible when the subject has none). `verbose=true` adds the reasons.
 pub async fn check_compatibility(
     State(app): State<App>,
     RegistryPath((team, subject, version)): RegistryPath<(String, String, String)>,
     RegistryQuery(query): RegistryQuery,
     RegistryBody(body): RegistryBody<SchemaBody>,
 ) -> RegistryResult<Reply> {
-    let schema = body.parse()?;
-    version_number(&version)?;
-    let live = versions_of(&app, &team, &subject, false).await?;
+    let schema = off_the_executor(move || body.parse()).await?;
     let against = match version_number(&version)? {
-        None => live,
-        Some(_) => vec![pick(&live, &version, &subject)?],
+        None => {
+            let live: Vec<RegistryVersion> = app
+                .store
+                .registry_versions(&team, &subject)
+                .await?
+                .into_iter()
+                .filter(|v| !v.deleted)
+                .collect();
+            // As Confluent's registry answers: nothing registered yet, nothing to be incompatible
+            // with.
+            if live.is_empty() {
+                return Ok(compatibility_answer(&[], flag(&query.verbose)));
+            }
+            live
+        }
+        Some(_) => vec![pick(&versions_of(&app, &team, &subject, false).await?, &version, &subject)?],
     };
     let level = level(&app, &team, Some(&subject)).await?;
-    let problems = registry::check(level, &schema, &parsed(&app, &team, &against).await?);
+    let earlier = stored_versions(&app, &team, &against).await?;
+    let problems = off_the_executor(move || problems_with(level, &schema, earlier)).await?;
+    Ok(compatibility_answer(&problems, flag(&query.verbose)))
+}
+
+/// `{"is_compatible"}`, with `"messages"` (the reasons) when `verbose`.
+fn compatibility_answer(problems: &[String], verbose: bool) -> Reply {
     let mut answer = json!({ "is_compatible": problems.is_empty() });
-    if flag(&query.verbose) {
+    if verbose {
         answer["messages"] = json!(problems);
     }
-    Ok(Reply::json(answer))
+    Reply::json(answer)
 }
 
 /// Answers an error of the rest of the API in the registry's shape (authentication,

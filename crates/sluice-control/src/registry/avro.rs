@@ -174,6 +174,11 @@ impl std::error::Error for SchemaError {}
 
 type Parsed<T> = Result<T, SchemaError>;
 
+/// How deeply types may nest in a schema (a record in a field of a record is one level more, as
+/// is an array's items, a map's values or a union's branch), and how deeply a default value may
+/// nest. Real schemas stay far below it; it keeps a crafted schema from exhausting the stack.
+pub const MAX_DEPTH: usize = 100;
+
 fn error<T>(path: &str, message: impl Into<String>) -> Parsed<T> {
     Err(SchemaError { path: path.to_string(), message: message.into() })
 }
@@ -190,7 +195,7 @@ pub fn parse(text: &str) -> Parsed<AvroSchema> {
 /// Parses a schema already read as JSON.
 pub fn parse_value(json: &Value) -> Parsed<AvroSchema> {
     let mut parser = Parser { names: BTreeMap::new() };
-    let root = parser.node(json, "", None)?;
+    let root = parser.node(json, "", None, 0)?;
     let schema = AvroSchema { root, names: parser.names };
     schema.check_defaults()?;
     Ok(schema)
@@ -211,11 +216,20 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Parser {
-    fn node(&mut self, json: &Value, path: &str, namespace: Option<&str>) -> Parsed<Node> {
+    fn node(&mut self, json: &Value, path: &str, namespace: Option<&str>, depth: usize) -> Parsed<Node> {
+        if depth > MAX_DEPTH {
+            return error(
+                path,
+                format!(
+                    "the schema nests types more than {MAX_DEPTH} levels deep; flatten it (define a named type once and refer to it by name)"
+                ),
+            );
+        }
+        let depth = depth + 1;
         match json {
             Value::String(name) => self.reference(name, path, namespace),
-            Value::Array(branches) => self.union(branches, path, namespace),
-            Value::Object(object) => self.object(object, path, namespace),
+            Value::Array(branches) => self.union(branches, path, namespace, depth),
+            Value::Object(object) => self.object(object, path, namespace, depth),
             other => error(
                 path,
                 format!(
@@ -247,12 +261,18 @@ impl Parser {
         error(path, format!("unknown type \"{name}\"{looked_up}{hint}"))
     }
 
-    fn union(&mut self, branches: &[Value], path: &str, namespace: Option<&str>) -> Parsed<Node> {
+    fn union(
+        &mut self,
+        branches: &[Value],
+        path: &str,
+        namespace: Option<&str>,
+        depth: usize,
+    ) -> Parsed<Node> {
         let mut nodes = Vec::with_capacity(branches.len());
         let mut seen: BTreeSet<String> = BTreeSet::new();
         for (index, branch) in branches.iter().enumerate() {
             let branch_path = format!("{path}[{index}]");
-            let node = self.node(branch, &branch_path, namespace)?;
+            let node = self.node(branch, &branch_path, namespace, depth)?;
             let key = match &node {
                 Node::Union(_) => {
                     return error(&branch_path, "a union may not directly contain another union");
@@ -278,32 +298,33 @@ impl Parser {
         object: &serde_json::Map<String, Value>,
         path: &str,
         namespace: Option<&str>,
+        depth: usize,
     ) -> Parsed<Node> {
         let type_path = join(path, "type");
         let kind = match object.get("type") {
             Some(Value::String(kind)) => kind.as_str(),
             Some(nested @ (Value::Object(_) | Value::Array(_))) => {
                 // `{"type": {...}}` and `{"type": [...]}` wrap a schema, as Java's parser allows.
-                return self.node(nested, &type_path, namespace);
+                return self.node(nested, &type_path, namespace, depth);
             }
             Some(other) => return error(&type_path, format!("{other} is not a type name")),
             None => return error(path, "a schema object needs a \"type\""),
         };
         match kind {
-            "record" | "error" => self.record(object, path, namespace),
+            "record" | "error" => self.record(object, path, namespace, depth),
             "enum" => self.enumeration(object, path, namespace),
             "fixed" => self.fixed(object, path, namespace),
             "array" => {
                 let items = object.get("items").map_or_else(
                     || error(path, "an array needs \"items\" (the schema of its elements)"),
-                    |items| self.node(items, &join(path, "items"), namespace),
+                    |items| self.node(items, &join(path, "items"), namespace, depth),
                 )?;
                 Ok(Node::Array(Box::new(items)))
             }
             "map" => {
                 let values = object.get("values").map_or_else(
                     || error(path, "a map needs \"values\" (the schema of its values)"),
-                    |values| self.node(values, &join(path, "values"), namespace),
+                    |values| self.node(values, &join(path, "values"), namespace, depth),
                 )?;
                 Ok(Node::Map(Box::new(values)))
             }
@@ -349,6 +370,7 @@ impl Parser {
         object: &serde_json::Map<String, Value>,
         path: &str,
         namespace: Option<&str>,
+        depth: usize,
     ) -> Parsed<Node> {
         let (full, aliases) = self.define_name(object, path, namespace, "record")?;
         let space = full.rsplit_once('.').map(|(space, _)| space.to_string());
@@ -386,7 +408,7 @@ impl Parser {
             let Some(type_json) = field.get("type") else {
                 return error(&field_path, format!("field \"{name}\" needs a \"type\""));
             };
-            let schema = self.node(type_json, &join(&field_path, "type"), space.as_deref())?;
+            let schema = self.node(type_json, &join(&field_path, "type"), space.as_deref(), depth)?;
             let field_aliases = match field.get("aliases") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) => items
@@ -591,6 +613,14 @@ impl AvroSchema {
     /// Whether JSON `value` is a valid default for `node` (a union's default matches its first
     /// branch), and if not, why.
     pub fn default_fits(&self, node: &Node, value: &Value) -> Result<(), String> {
+        self.value_fits(node, value, 0)
+    }
+
+    fn value_fits(&self, node: &Node, value: &Value, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("the default nests more than {MAX_DEPTH} levels deep"));
+        }
+        let depth = depth + 1;
         let mismatch = |what: &str| Err(format!("expected {what}, found {value}"));
         match node {
             Node::Primitive(primitive) => match (primitive, value) {
@@ -607,19 +637,19 @@ impl AvroSchema {
             },
             Node::Array(items) => match value {
                 Value::Array(elements) => {
-                    elements.iter().try_for_each(|element| self.default_fits(items, element))
+                    elements.iter().try_for_each(|element| self.value_fits(items, element, depth))
                 }
                 _ => mismatch("an array"),
             },
             Node::Map(values) => match value {
                 Value::Object(entries) => {
-                    entries.values().try_for_each(|entry| self.default_fits(values, entry))
+                    entries.values().try_for_each(|entry| self.value_fits(values, entry, depth))
                 }
                 _ => mismatch("an object (a map)"),
             },
             Node::Union(branches) => match branches.first() {
                 Some(first) => self
-                    .default_fits(first, value)
+                    .value_fits(first, value, depth)
                     .map_err(|reason| format!("a union's default matches its first branch: {reason}")),
                 None => Err("an empty union has no values".into()),
             },
@@ -627,10 +657,14 @@ impl AvroSchema {
                 NamedKind::Record(fields) => {
                     let Value::Object(object) = value else { return mismatch("an object (a record)") };
                     for field in fields {
-                        match object.get(&field.name).or(field.default.as_ref()) {
+                        match object.get(&field.name) {
                             Some(inner) => self
-                                .default_fits(&field.schema, inner)
+                                .value_fits(&field.schema, inner, depth)
                                 .map_err(|reason| format!("field \"{}\": {reason}", field.name))?,
+                            // A reader fills it with the field's own default, which is checked
+                            // where the field is defined (checking it here again would recurse
+                            // forever on a record whose default holds itself).
+                            None if field.default.is_some() => {}
                             None => return Err(format!("field \"{}\" is missing", field.name)),
                         }
                     }
@@ -788,5 +822,39 @@ mod tests {
             .contains("field \"x\" is missing"));
         assert!(invalid(r#"{"type": "record", "name": "R", "fields": [{"name": "i", "type": "int", "default": 3000000000}]}"#)
             .contains("expected int"));
+    }
+
+    #[test]
+    fn a_record_default_that_holds_its_own_record_does_not_recurse_forever() {
+        // The field's default `{}` lacks "next", whose default is again `{}`: once a stack
+        // overflow; now "next" is filled from its own default, checked once where it is defined.
+        let schema =
+            parse(r#"{"type":"record","name":"R","fields":[{"name":"next","type":"R","default":{}}]}"#)
+                .unwrap();
+        assert!(schema.names.contains_key("R"));
+        let nested = parse(
+            r#"{"type":"record","name":"R","fields":[{"name":"next","type":["null","R"],"default":null},
+               {"name":"me","type":"R","default":{"next":null,"me":{"next":null}}}]}"#,
+        );
+        assert!(nested.is_ok(), "{nested:?}");
+        assert!(
+            invalid(
+                r#"{"type":"record","name":"R","fields":[{"name":"next","type":"R","default":{"next":5}}]}"#
+            )
+            .contains("field \"next\": expected an object (a record), found 5")
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_with_where() {
+        let mut deep = String::from("\"int\"");
+        for _ in 0..MAX_DEPTH {
+            deep = format!(r#"{{"type": "array", "items": {deep}}}"#);
+        }
+        assert!(parse(&deep).is_ok(), "{MAX_DEPTH} levels are allowed");
+        let deeper = format!(r#"{{"type": "array", "items": {deep}}}"#);
+        let message = invalid(&deeper);
+        assert!(message.contains("nests types more than 100 levels deep"), "{message}");
+        assert!(message.starts_with("items.items."), "{message}");
     }
 }

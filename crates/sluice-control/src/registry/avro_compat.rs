@@ -13,24 +13,73 @@
 //!   one of its branches does.
 //!
 //! Every incompatibility is reported with the reader's path (`/fields/2/type`) and the reason.
+//!
+//! The verdict for each pair of named types (writer's, reader's) is computed once and kept, as
+//! Avro's Java `ReaderWriterCompatibilityChecker` does: while a pair is being checked it is
+//! assumed compatible (recursive types), then its verdict is stored. So unions of records
+//! referring to records cost time linear in the schemas, not exponential. A check that still
+//! takes more than [`MAX_STEPS`] steps or nests more than [`MAX_CHECK_DEPTH`] levels gives up
+//! with [`TooComplex`] rather than run away with a worker or the stack.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
-use super::avro::{AvroSchema, NamedKind, Node, Primitive, short};
+use super::avro::{AvroSchema, Named, NamedKind, Node, Primitive, short};
 
-/// Every reason `reader` cannot read data written with `writer` (empty: it can).
-pub fn incompatibilities(writer: &AvroSchema, reader: &AvroSchema) -> Vec<String> {
-    let mut check = Check { writer, reader, assumed: BTreeSet::new(), problems: Vec::new() };
+/// How many schema positions one check may compare before it gives up.
+pub const MAX_STEPS: usize = 200_000;
+/// How deeply one check may recurse before it gives up.
+pub const MAX_CHECK_DEPTH: usize = 400;
+
+/// The check gave up: the schemas are too large or too deeply nested to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooComplex(pub String);
+
+impl std::fmt::Display for TooComplex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Every reason `reader` cannot read data written with `writer` (empty: it can); an error when
+/// the schemas are too complex to compare within the budget.
+pub fn incompatibilities(writer: &AvroSchema, reader: &AvroSchema) -> Result<Vec<String>, TooComplex> {
+    let mut check = Check {
+        writer,
+        reader,
+        verdicts: HashMap::new(),
+        started: Vec::new(),
+        problems: Vec::new(),
+        steps: 0,
+        depth: 0,
+        gave_up: None,
+    };
     check.node(&writer.root, &reader.root, "");
-    check.problems
+    match check.gave_up {
+        Some(reason) => Err(reason),
+        None => Ok(check.problems),
+    }
+}
+
+/// What is known about a pair of named types.
+enum Verdict {
+    /// Being checked: assumed compatible meanwhile (a recursive type refers to itself).
+    InProgress,
+    Compatible,
+    /// Incompatible, with the first reason found.
+    Incompatible(String),
 }
 
 struct Check<'a> {
     writer: &'a AvroSchema,
     reader: &'a AvroSchema,
-    /// Named pairs already being checked: recursive types are compatible unless shown otherwise.
-    assumed: BTreeSet<(String, String)>,
+    /// Verdicts by (writer's full name, reader's full name).
+    verdicts: HashMap<(String, String), Verdict>,
+    /// The pairs in the order their checks started.
+    started: Vec<(String, String)>,
     problems: Vec<String>,
+    steps: usize,
+    depth: usize,
+    gave_up: Option<TooComplex>,
 }
 
 fn at(path: &str) -> &str {
@@ -64,15 +113,40 @@ impl Check<'_> {
     /// Whether the writer's node can be read as the reader's, without recording problems.
     fn readable(&mut self, writer: &Node, reader: &Node, path: &str) -> bool {
         let before = self.problems.len();
-        let assumed = self.assumed.clone();
         self.node(writer, reader, path);
         let ok = self.problems.len() == before;
         self.problems.truncate(before);
-        self.assumed = assumed;
         ok
     }
 
+    /// Counts a step, and says whether the budget still allows it.
+    fn within_budget(&mut self) -> bool {
+        if self.gave_up.is_some() {
+            return false;
+        }
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            self.gave_up = Some(TooComplex(format!(
+                "the schemas are too complex to compare: the compatibility check gave up after {MAX_STEPS} steps; simplify the schema (fewer or smaller unions of records)"
+            )));
+        } else if self.depth > MAX_CHECK_DEPTH {
+            self.gave_up = Some(TooComplex(format!(
+                "the schemas are too complex to compare: the compatibility check nests more than {MAX_CHECK_DEPTH} levels deep; simplify the schema (shorter chains of records referring to records)"
+            )));
+        }
+        self.gave_up.is_none()
+    }
+
     fn node(&mut self, writer: &Node, reader: &Node, path: &str) {
+        if !self.within_budget() {
+            return;
+        }
+        self.depth += 1;
+        self.compare(writer, reader, path);
+        self.depth -= 1;
+    }
+
+    fn compare(&mut self, writer: &Node, reader: &Node, path: &str) {
         match (writer, reader) {
             (Node::Union(branches), _) => {
                 for (index, branch) in branches.iter().enumerate() {
@@ -161,9 +235,43 @@ impl Check<'_> {
             ));
             return;
         }
-        if !self.assumed.insert((writer.name.clone(), reader.name.clone())) {
-            return;
+        let pair = (writer.name.clone(), reader.name.clone());
+        match self.verdicts.get(&pair) {
+            Some(Verdict::InProgress | Verdict::Compatible) => return,
+            Some(Verdict::Incompatible(reason)) => {
+                self.problems.push(format!(
+                    "at {}: the writer's {} \"{}\" cannot be read as the reader's \"{}\" ({reason})",
+                    at(path),
+                    kinds.0,
+                    writer.name,
+                    reader.name
+                ));
+                return;
+            }
+            None => {}
         }
+        self.verdicts.insert(pair.clone(), Verdict::InProgress);
+        let started = self.started.len();
+        self.started.push(pair.clone());
+        let before = self.problems.len();
+        self.named_contents(writer, reader, path);
+        let verdict = match self.problems.get(before) {
+            None => Verdict::Compatible,
+            Some(reason) => {
+                // Pairs found compatible meanwhile may rest on this one's assumption: forget
+                // them (an incompatible verdict never rests on an assumption).
+                for later in self.started.drain(started + 1..) {
+                    if matches!(self.verdicts.get(&later), Some(Verdict::Compatible)) {
+                        self.verdicts.remove(&later);
+                    }
+                }
+                Verdict::Incompatible(reason.clone())
+            }
+        };
+        self.verdicts.insert(pair, verdict);
+    }
+
+    fn named_contents(&mut self, writer: &Named, reader: &Named, path: &str) {
         match (&writer.kind, &reader.kind) {
             (NamedKind::Record(writer_fields), NamedKind::Record(reader_fields)) => {
                 for (index, field) in reader_fields.iter().enumerate() {
@@ -216,14 +324,89 @@ mod tests {
     use crate::registry::avro::parse;
 
     fn problems(writer: &str, reader: &str) -> Vec<String> {
-        incompatibilities(&parse(writer).unwrap(), &parse(reader).unwrap())
+        incompatibilities(&parse(writer).unwrap(), &parse(reader).unwrap()).unwrap()
     }
 
     fn record(fields: &str) -> String {
         format!(r#"{{"type": "record", "name": "R", "namespace": "n", "fields": [{fields}]}}"#)
     }
 
-    /// (writer, reader, compatible): each pair is checked in the stated direction only.
+    /// A union of records `T0` to `T{n}`, each `T{k}` with two optional fields of `T{k-1}`;
+    /// `T0` has `extra` for fields. (Written as a union, the chain stays shallow as JSON.)
+    fn chain(n: usize, extra: &str) -> String {
+        let mut records = vec![format!(r#"{{"type": "record", "name": "T0", "fields": [{extra}]}}"#)];
+        for k in 1..=n {
+            let field = |name: &str| format!(r#"{{"name": "{name}", "type": ["null", "T{}"]}}"#, k - 1);
+            records.push(format!(
+                r#"{{"type": "record", "name": "T{k}", "fields": [{}, {}]}}"#,
+                field("a"),
+                field("b")
+            ));
+        }
+        format!("[{}]", records.join(", "))
+    }
+
+    #[test]
+    fn unions_of_records_referring_to_records_are_checked_in_linear_time() {
+        // Each pair of named types once: 2^40 comparisons before verdicts were kept.
+        assert_eq!(problems(&chain(40, ""), &chain(40, "")), Vec::<String>::new());
+        let found = problems(&chain(40, ""), &chain(40, r#"{"name": "x", "type": "int"}"#));
+        assert_eq!(found.len(), 41, "no branch is readable once T0 is not: {found:?}");
+        assert!(found[0].contains("branch 0 (record \"T0\") matches no branch"), "{found:?}");
+        // A known incompatible pair is reported, with its reason, wherever it recurs.
+        let record = |name: &str, t0: &str| {
+            format!(
+                r#"{{"type": "record", "name": "{name}", "fields": [{{"name": "p", "type": {t0}}}, {{"name": "q", "type": "T0"}}]}}"#
+            )
+        };
+        let found = problems(
+            &record("W", r#"{"type": "record", "name": "T0", "fields": []}"#),
+            &record("W", r#"{"type": "record", "name": "T0", "fields": [{"name": "x", "type": "int"}]}"#),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].starts_with("at /fields/1/type: the writer's record \"T0\" cannot be read as the reader's \"T0\" (at /fields/0/type/fields/0: the reader's field \"x\""), "{found:?}");
+    }
+
+    #[test]
+    fn a_pair_assumed_compatible_while_its_check_ran_is_not_trusted_after_it_failed() {
+        // B refers back to A; A then fails on its field "v". B's verdict rested on A's
+        // assumption, so the reader union's B branch must not be taken as proven later.
+        let writer = r#"{"type": "record", "name": "Root", "fields": [
+            {"name": "x", "type": ["null", {"type": "record", "name": "A", "fields": [
+                {"name": "b", "type": {"type": "record", "name": "B", "fields": [{"name": "a", "type": ["null", "A"]}]}},
+                {"name": "v", "type": "long"}]}]},
+            {"name": "y", "type": "B"}]}"#;
+        let reader = writer.replace(r#""name": "v", "type": "long""#, r#""name": "v", "type": "int""#);
+        let found = problems(writer, &reader);
+        assert!(found.iter().any(|p| p.contains("/fields/1/type")), "{found:?}");
+    }
+
+    #[test]
+    fn checks_too_deep_give_up_with_a_reason_instead_of_overflowing_the_stack() {
+        // A chain of 300 records, each defined beside the last (not inside it, which the
+        // parser's nesting limit would refuse), in a field the other side lacks: the check
+        // meets the chain first at its top and walks down it.
+        let schema = |defs_field: &str| {
+            let mut defs =
+                vec![r#"{"name": "t0", "type": {"type": "record", "name": "T0", "fields": []}}"#.to_string()];
+            for k in 1..=300 {
+                defs.push(format!(
+                    r#"{{"name": "t{k}", "type": {{"type": "record", "name": "T{k}", "fields": [{{"name": "a", "type": ["null", "T{}"]}}]}}}}"#,
+                    k - 1
+                ));
+            }
+            parse(&format!(
+                r#"{{"type": "record", "name": "Root", "fields": [
+                    {{"name": "{defs_field}", "type": {{"type": "array", "items": {{"type": "record", "name": "Defs", "fields": [{}]}}}}, "default": []}},
+                    {{"name": "top", "type": "T300"}}]}}"#,
+                defs.join(", ")
+            ))
+            .unwrap()
+        };
+        let error = incompatibilities(&schema("written"), &schema("read")).unwrap_err();
+        assert!(error.0.contains("nests more than 400 levels deep"), "{error}");
+    }
+
     #[test]
     fn the_resolution_rules_as_a_table() {
         let id_long = r#"{"name": "id", "type": "long"}"#;

@@ -1,7 +1,9 @@
 //! JSON Schema: validity and a conservative compatibility check.
 //!
-//! A JSON Schema is valid here when it is a JSON object or a boolean (keywords are not checked
-//! further). Compatibility asks whether every document the writer's schema accepts is accepted
+//! A JSON Schema is valid here when it is a JSON object or a boolean, and wherever a subschema
+//! says `type`, it names JSON Schema types: one of `null`, `boolean`, `object`, `array`,
+//! `number`, `string`, `integer`, or a non-empty array of them without repeats (as a validator
+//! refuses `{"type": 5}`; other keywords are not checked further). Compatibility asks whether every document the writer's schema accepts is accepted
 //! by the reader's; the check only answers "yes" when it can prove it with these rules, and
 //! otherwise answers "no" with the reason (it never accepts what it cannot prove):
 //!
@@ -29,12 +31,88 @@ const ANNOTATIONS: &[&str] = &["title", "description", "$schema", "$id", "$comme
 /// Keywords the check understands.
 const CHECKED: &[&str] = &["type", "properties", "required", "additionalProperties"];
 
-/// Checks that `text` is a JSON Schema: a JSON object or boolean.
+/// The types a JSON Schema `type` may name.
+const TYPE_NAMES: &[&str] = &["null", "boolean", "object", "array", "number", "string", "integer"];
+/// Keywords whose value is a subschema.
+const SUBSCHEMA: &[&str] = &[
+    "additionalProperties",
+    "additionalItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "items",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+];
+/// Keywords whose value is an array of subschemas.
+const SUBSCHEMA_ARRAYS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+/// Keywords whose value is an object of subschemas.
+const SUBSCHEMA_MAPS: &[&str] =
+    &["properties", "patternProperties", "definitions", "$defs", "dependentSchemas", "dependencies"];
+
+/// Checks that `text` is a JSON Schema: a JSON object or boolean whose `type`s name types. The
+/// error says where (a JSON pointer) and what is wrong.
 pub fn parse(text: &str) -> Result<Value, String> {
     let value: Value = serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
     match value {
-        Value::Object(_) | Value::Bool(_) => Ok(value),
+        Value::Object(_) | Value::Bool(_) => {
+            check_types_named(&value, "#")?;
+            Ok(value)
+        }
         other => Err(format!("a JSON Schema is a JSON object or a boolean, not {other}")),
+    }
+}
+
+/// Checks every `type` in `schema` and its subschemas.
+fn check_types_named(schema: &Value, path: &str) -> Result<(), String> {
+    let Value::Object(object) = schema else { return Ok(()) };
+    if object.contains_key("type") {
+        type_names(object).map_err(|reason| format!("at {path}/type: {reason}"))?;
+    }
+    for (keyword, value) in object {
+        let here = format!("{path}/{keyword}");
+        if SUBSCHEMA.contains(&keyword.as_str()) {
+            check_types_named(value, &here)?;
+        }
+        if SUBSCHEMA_ARRAYS.contains(&keyword.as_str())
+            && let Value::Array(items) = value
+        {
+            for (index, item) in items.iter().enumerate() {
+                check_types_named(item, &format!("{here}/{index}"))?;
+            }
+        }
+        if SUBSCHEMA_MAPS.contains(&keyword.as_str())
+            && let Value::Object(entries) = value
+        {
+            for (name, entry) in entries {
+                check_types_named(entry, &format!("{here}/{name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of `type` (`None`: no `type`, any type), or why `type` names no types.
+fn type_names(schema: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
+    let fix = format!("\"type\" is one of {} or a non-empty array of them", TYPE_NAMES.join(", "));
+    let named = |value: &Value| match value.as_str() {
+        Some(name) if TYPE_NAMES.contains(&name) => Ok(name.to_string()),
+        _ => Err(format!("{value} is not a type; {fix}")),
+    };
+    match schema.get("type") {
+        None => Ok(None),
+        Some(Value::Array(names)) if names.is_empty() => Err(format!("an empty array names no type; {fix}")),
+        Some(Value::Array(names)) => {
+            let names = names.iter().map(named).collect::<Result<Vec<_>, _>>()?;
+            match names.iter().enumerate().find(|(index, name)| names[..*index].contains(name)) {
+                Some((_, twice)) => Err(format!("type \"{twice}\" appears twice")),
+                None => Ok(Some(names)),
+            }
+        }
+        Some(one) => Ok(Some(vec![named(one)?])),
     }
 }
 
@@ -62,12 +140,10 @@ fn accepts_everything(schema: &Value) -> bool {
     }
 }
 
+/// The names of `type`, `None` for any type; only called once both schemas' `type`s are known
+/// to be well-formed (see [`check`]).
 fn types(schema: &Map<String, Value>) -> Option<Vec<String>> {
-    match schema.get("type")? {
-        Value::String(name) => Some(vec![name.clone()]),
-        Value::Array(names) => Some(names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect()),
-        _ => Some(Vec::new()),
-    }
+    type_names(schema).ok().flatten()
 }
 
 fn check(writer: &Value, reader: &Value, path: &str, problems: &mut Vec<String>) {
@@ -85,6 +161,16 @@ fn check(writer: &Value, reader: &Value, path: &str, problems: &mut Vec<String>)
         if let Some(keyword) = schema.keys().find(|key| !CHECKED.contains(&key.as_str())) {
             problems.push(format!(
                 "at {path}: the {whose}'s schema uses \"{keyword}\", which the compatibility check does not compare (it compares only type, properties, required and additionalProperties), so compatibility cannot be proven"
+            ));
+            return;
+        }
+    }
+    // Stored schemas were checked when registered; this keeps a malformed `type` (which would
+    // name no types, and so seem to pass every comparison) from ever being taken as proof.
+    for (schema, whose) in [(&w, "writer"), (&r, "reader")] {
+        if let Err(reason) = type_names(schema) {
+            problems.push(format!(
+                "at {path}/type: the {whose}'s \"type\" is malformed ({reason}), so compatibility cannot be proven"
             ));
             return;
         }
@@ -192,6 +278,33 @@ mod tests {
         assert!(parse("true").is_ok());
         assert!(parse("[1]").unwrap_err().contains("a JSON object or a boolean"));
         assert!(parse("{").unwrap_err().contains("not JSON"));
+        assert!(parse(r#"{"type": ["string", "null"], "properties": {"a": {"type": "integer"}}}"#).is_ok());
+    }
+
+    #[test]
+    fn a_type_that_names_no_types_is_refused_with_where() {
+        for (schema, expected) in [
+            (r#"{"type": 5}"#, "at #/type: 5 is not a type; \"type\" is one of null, boolean"),
+            (r#"{"type": []}"#, "at #/type: an empty array names no type"),
+            (r#"{"type": "strng"}"#, "at #/type: \"strng\" is not a type"),
+            (r#"{"type": ["string", 1]}"#, "at #/type: 1 is not a type"),
+            (r#"{"type": ["string", "string"]}"#, "type \"string\" appears twice"),
+            (
+                r#"{"type": "object", "properties": {"a": {"type": {"x": 1}}}}"#,
+                "at #/properties/a/type: {\"x\":1} is not a type",
+            ),
+            (r#"{"items": [{"type": "string"}, {"type": null}]}"#, "at #/items/1/type: null is not a type"),
+            (r#"{"anyOf": [{"not": {"type": false}}]}"#, "at #/anyOf/0/not/type"),
+        ] {
+            let message = parse(schema).unwrap_err();
+            assert!(message.contains(expected), "{schema}: {message}");
+        }
+        // Were one stored before this check, it proves nothing: writer {"type": 5} once read as
+        // "no types", compatible with every reader.
+        let found = incompatibilities(&json!({"type": 5}), &json!({"type": "string"}));
+        assert!(found[0].contains("the writer's \"type\" is malformed"), "{found:?}");
+        let found = incompatibilities(&json!({"type": "string"}), &json!({"type": []}));
+        assert!(found[0].contains("the reader's \"type\" is malformed"), "{found:?}");
     }
 
     /// (writer, reader, compatible).

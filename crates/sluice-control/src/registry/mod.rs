@@ -11,6 +11,8 @@ pub mod avro;
 pub mod avro_compat;
 pub mod json_schema;
 
+pub use avro_compat::TooComplex;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -78,7 +80,12 @@ impl Schema {
     /// and where.
     pub fn parse(schema_type: SchemaType, text: &str) -> Result<Schema, String> {
         let json: Value = serde_json::from_str(text).map_err(|error| {
-            format!("the schema is not JSON: {error}; an {} schema is JSON text", schema_type.name())
+            // serde_json stops at 128 levels of nesting, which keeps parsing off the stack's end.
+            if error.to_string().starts_with("recursion limit exceeded") {
+                format!("the schema nests JSON more than 128 levels deep ({error}); flatten it")
+            } else {
+                format!("the schema is not JSON: {error}; an {} schema is JSON text", schema_type.name())
+            }
         })?;
         let parsed = match schema_type {
             SchemaType::Avro => Parsed::Avro(
@@ -93,17 +100,18 @@ impl Schema {
     }
 
     /// Every reason `reader` cannot read what `writer` wrote (empty: it can). Both are of one
-    /// type; schemas of different types never are compatible.
-    pub fn read_problems(writer: &Schema, reader: &Schema) -> Vec<String> {
-        match (&writer.parsed, &reader.parsed) {
-            (Parsed::Avro(w), Parsed::Avro(r)) => avro_compat::incompatibilities(w, r),
+    /// type; schemas of different types never are compatible. An error when the schemas are
+    /// too complex to compare.
+    pub fn read_problems(writer: &Schema, reader: &Schema) -> Result<Vec<String>, TooComplex> {
+        Ok(match (&writer.parsed, &reader.parsed) {
+            (Parsed::Avro(w), Parsed::Avro(r)) => avro_compat::incompatibilities(w, r)?,
             (Parsed::Json(w), Parsed::Json(r)) => json_schema::incompatibilities(w, r),
             _ => vec![format!(
                 "the schema types differ ({} and {})",
                 writer.schema_type.name(),
                 reader.schema_type.name()
             )],
-        }
+        })
     }
 }
 
@@ -186,8 +194,8 @@ impl FromStr for Level {
 
 /// Every reason `new` may not follow `earlier` (a subject's versions, oldest first, each with
 /// its version number) at `level`; empty when it may. Non-transitive levels look only at the
-/// last of `earlier`.
-pub fn check(level: Level, new: &Schema, earlier: &[(i64, Schema)]) -> Vec<String> {
+/// last of `earlier`. An error when the schemas are too complex to compare.
+pub fn check(level: Level, new: &Schema, earlier: &[(i64, Schema)]) -> Result<Vec<String>, TooComplex> {
     let against: &[(i64, Schema)] = match earlier.last() {
         Some(last) if !level.transitive() => std::slice::from_ref(last),
         _ => earlier,
@@ -195,21 +203,21 @@ pub fn check(level: Level, new: &Schema, earlier: &[(i64, Schema)]) -> Vec<Strin
     let mut problems = Vec::new();
     for (version, old) in against.iter().rev() {
         if level.backward() {
-            for problem in Schema::read_problems(old, new) {
+            for problem in Schema::read_problems(old, new)? {
                 problems.push(format!(
                     "the new schema cannot read data written with version {version}: {problem}"
                 ));
             }
         }
         if level.forward() {
-            for problem in Schema::read_problems(new, old) {
+            for problem in Schema::read_problems(new, old)? {
                 problems.push(format!(
                     "version {version} cannot read data written with the new schema: {problem}"
                 ));
             }
         }
     }
-    problems
+    Ok(problems)
 }
 
 #[cfg(test)]
@@ -218,6 +226,10 @@ mod tests {
 
     fn avro(text: &str) -> Schema {
         Schema::parse(SchemaType::Avro, text).unwrap()
+    }
+
+    fn check_ok(level: Level, new: &Schema, earlier: &[(i64, Schema)]) -> Vec<String> {
+        check(level, new, earlier).unwrap()
     }
 
     #[test]
@@ -239,22 +251,31 @@ mod tests {
             r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]}"#,
         );
         let earlier = [(1, v1.clone()), (2, v2.clone())];
-        assert!(check(Level::Backward, &v3, &earlier).is_empty(), "v2 has b, so v3 reads v2's data");
-        let problems = check(Level::BackwardTransitive, &v3, &earlier);
+        assert!(check_ok(Level::Backward, &v3, &earlier).is_empty(), "v2 has b, so v3 reads v2's data");
+        let problems = check_ok(Level::BackwardTransitive, &v3, &earlier);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("the new schema cannot read data written with version 1: at /fields/1")
         );
         // Drops field a that v1 needs without a default: v1 cannot read it.
         let v4 = avro(r#"{"type": "record", "name": "R", "fields": []}"#);
-        assert!(check(Level::Backward, &v4, &[(1, v1.clone())]).is_empty());
-        let problems = check(Level::Forward, &v4, &[(1, v1.clone())]);
+        assert!(check_ok(Level::Backward, &v4, &[(1, v1.clone())]).is_empty());
+        let problems = check_ok(Level::Forward, &v4, &[(1, v1.clone())]);
         assert!(
             problems[0].starts_with("version 1 cannot read data written with the new schema"),
             "{problems:?}"
         );
-        assert_eq!(check(Level::Full, &v4, &[(1, v1.clone())]).len(), 1);
-        assert!(check(Level::None, &v4, &[(1, v1)]).is_empty());
+        assert_eq!(check_ok(Level::Full, &v4, &[(1, v1.clone())]).len(), 1);
+        assert!(check_ok(Level::None, &v4, &[(1, v1)]).is_empty());
+    }
+
+    #[test]
+    fn json_nested_beyond_what_the_parser_takes_is_refused_plainly() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for schema_type in SchemaType::ALL {
+            let message = Schema::parse(schema_type, &deep).unwrap_err();
+            assert!(message.starts_with("the schema nests JSON more than 128 levels deep"), "{message}");
+        }
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct RegistryVersion {
     pub deleted: bool,
 }
 
+/// How often a registration tries for a version number before it gives up.
+const REGISTER_ATTEMPTS: usize = 5;
+
 /// The subject name under which a team's default compatibility level is stored.
 const TEAM_DEFAULT: &str = "";
 
@@ -91,19 +94,22 @@ impl Store {
             .collect()
     }
 
-    /// The team's subjects, by name: those with a live version, or also those whose versions are
-    /// all soft-deleted.
+    /// The team's subjects in byte order (not the database's collation, so both backends agree):
+    /// those with a live version, or also those whose versions are all soft-deleted.
     pub async fn registry_subjects(&self, team: &str, include_deleted: bool) -> ApiResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM registry_versions WHERE team = $1 AND (deleted = 0 OR $2 = 1) ORDER BY subject",
+        let mut subjects: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT subject FROM registry_versions WHERE team = $1 AND (deleted = 0 OR $2 = 1)",
         )
         .bind(team)
         .bind(i64::from(include_deleted))
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        subjects.sort_unstable();
+        Ok(subjects)
     }
 
-    /// `(subject, version)` of every version of `team` holding schema `id`.
+    /// `(subject, version)` of every version of `team` holding schema `id`, subjects in byte
+    /// order.
     pub async fn registry_schema_uses(
         &self,
         team: &str,
@@ -112,14 +118,17 @@ impl Store {
     ) -> ApiResult<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT subject, version FROM registry_versions WHERE team = $1 AND schema_id = $2 \
-             AND (deleted = 0 OR $3 = 1) ORDER BY subject, version",
+             AND (deleted = 0 OR $3 = 1)",
         )
         .bind(team)
         .bind(id)
         .bind(i64::from(include_deleted))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+        let mut uses =
+            rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect::<ApiResult<Vec<_>>>()?;
+        uses.sort_unstable();
+        Ok(uses)
     }
 
     /// Stores `normalized` for `team` if new (reusing the team's id for an equal schema) and
@@ -133,50 +142,56 @@ impl Store {
         user: &str,
     ) -> ApiResult<(i64, i64)> {
         let id = self.registry_store_schema(team, schema_type, normalized).await?;
-        // Two registrations racing for a version number: the loser looks again, and takes the
-        // winner's version if it holds the same schema (several workers of one sink register
-        // their schema at once), else the next number.
-        for _ in 0..5 {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(version) FROM registry_versions \
-                 WHERE team = $1 AND subject = $2 AND schema_id = $3 AND deleted = 0",
-            )
-            .bind(team)
-            .bind(subject)
-            .bind(id)
-            .fetch_one(self.pool())
-            .await?;
-            if let Some(version) = existing {
+        // Two registrations racing for a version number: the version is taken in one statement
+        // that also checks that the subject does not hold the schema yet (one snapshot), so the
+        // loser of a race fails on the primary key, looks again, and takes the winner's version
+        // if it holds the same schema (several workers of one sink register their schema at
+        // once), else the next number.
+        for _ in 0..REGISTER_ATTEMPTS {
+            if let Some(version) = self.registry_live_version_of(team, subject, id).await? {
                 return Ok((id, version));
             }
-            let next: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM registry_versions WHERE team = $1 AND subject = $2",
-            )
-            .bind(team)
-            .bind(subject)
-            .fetch_one(self.pool())
-            .await?;
             let inserted = sqlx::query(
                 "INSERT INTO registry_versions (team, subject, version, schema_id, deleted, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                 SELECT $1, $2, \
+                   (SELECT COALESCE(MAX(version), 0) + 1 FROM registry_versions WHERE team = $1 AND subject = $2), \
+                   $3, 0, $4, $5 \
+                 WHERE NOT EXISTS (SELECT 1 FROM registry_versions \
+                   WHERE team = $1 AND subject = $2 AND schema_id = $3 AND deleted = 0)",
             )
             .bind(team)
             .bind(subject)
-            .bind(next)
             .bind(id)
             .bind(user)
             .bind(now_ms())
             .execute(self.pool())
             .await;
             match inserted {
-                Ok(_) => return Ok((id, next)),
+                Ok(_) => continue,
                 Err(error) if is_duplicate(&error) => continue,
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(ApiError::conflict(format!(
-            "subject \"{subject}\" is being changed concurrently by others; try again"
+        if let Some(version) = self.registry_live_version_of(team, subject, id).await? {
+            return Ok((id, version));
+        }
+        // Not a verdict on the schema: a 409 would read as "incompatible" to Confluent clients.
+        Err(ApiError::unavailable(format!(
+            "subject \"{subject}\" is being changed by others at the same moment, and the registration lost {REGISTER_ATTEMPTS} races for a version number; try again"
         )))
+    }
+
+    /// The first live version of `subject` holding schema `id`.
+    async fn registry_live_version_of(&self, team: &str, subject: &str, id: i64) -> ApiResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(version) FROM registry_versions \
+             WHERE team = $1 AND subject = $2 AND schema_id = $3 AND deleted = 0",
+        )
+        .bind(team)
+        .bind(subject)
+        .bind(id)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     async fn registry_store_schema(&self, team: &str, schema_type: &str, normalized: &str) -> ApiResult<i64> {
@@ -262,20 +277,16 @@ impl Store {
 
     /// Sets the compatibility level of `subject`, or of the team when `subject` is `None`.
     pub async fn set_registry_level(&self, team: &str, subject: Option<&str>, level: &str) -> ApiResult<()> {
-        let subject = subject.unwrap_or(TEAM_DEFAULT);
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM registry_config WHERE team = $1 AND subject = $2")
-            .bind(team)
-            .bind(subject)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO registry_config (team, subject, compatibility) VALUES ($1, $2, $3)")
-            .bind(team)
-            .bind(subject)
-            .bind(level)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // One statement, so two setting it at once cannot both insert (PostgreSQL and SQLite).
+        sqlx::query(
+            "INSERT INTO registry_config (team, subject, compatibility) VALUES ($1, $2, $3) \
+             ON CONFLICT (team, subject) DO UPDATE SET compatibility = excluded.compatibility",
+        )
+        .bind(team)
+        .bind(subject.unwrap_or(TEAM_DEFAULT))
+        .bind(level)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

@@ -195,6 +195,10 @@ async fn registry(db: Db) {
         ),
         (json!({ "schema": "[1]", "schemaType": "JSON" }), "a JSON Schema is a JSON object or a boolean"),
         (
+            json!({ "schema": r#"{"type": "object", "properties": {"a": {"type": 5}}}"#, "schemaType": "JSON" }),
+            "invalid JSON Schema: at #/properties/a/type: 5 is not a type",
+        ),
+        (
             json!({ "schema": ORDER_V1, "ruleSet": { "domainRules": [] } }),
             "\"ruleSet\" (data contracts) is not supported",
         ),
@@ -265,6 +269,41 @@ async fn registry(db: Db) {
         .await,
         40402,
         "Version 9",
+    );
+
+    // Against `latest` of a subject without versions, anything is compatible (as Confluent's
+    // registry answers); a numeric version of it does not exist.
+    for (path, expected) in [
+        ("/compatibility/subjects/new-value/versions/latest", json!({ "is_compatible": true })),
+        (
+            "/compatibility/subjects/new-value/versions/-1?verbose=true",
+            json!({ "is_compatible": true, "messages": [] }),
+        ),
+    ] {
+        let answer = f.registry(Viewer, Method::POST, path, Some(avro(ORDER_V1))).await;
+        assert_eq!((answer.status, &answer.body), (StatusCode::OK, &expected), "{path}");
+    }
+    assert_error(
+        &f.registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/new-value/versions/1",
+            Some(avro(ORDER_V1)),
+        )
+        .await,
+        40401,
+        "Subject 'new-value' not found",
+    );
+    assert_error(
+        &f.registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/new-value/versions/latest",
+            Some(avro("\"strng\"")),
+        )
+        .await,
+        42201,
+        "unknown type \"strng\"",
     );
 
     // Compatibility levels: the team's default, a subject's own, and NONE letting anything in.
@@ -450,6 +489,41 @@ async fn registry(db: Db) {
     assert!(ids.iter().all(|id| id.is_i64() && *id == ids[0]), "{ids:?}");
     assert_eq!(f.registry(Viewer, Method::GET, "/subjects/race-value/versions", None).await.body, json!([1]));
 
+    // Subjects are listed in byte order on both backends (PostgreSQL sorted by its collation:
+    // "events-value", "Orders", "orders_y", ... under en-US).
+    for subject in ["orders_y", "Orders", "orders-x"] {
+        let answer = f
+            .registry(Dev, Method::POST, &format!("/subjects/{subject}/versions"), Some(avro(ORDER_V2)))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    assert_eq!(
+        f.registry(Viewer, Method::GET, "/subjects", None).await.body,
+        json!(["Orders", "events-value", "orders-value", "orders-x", "orders_y", "race-value"])
+    );
+    assert_eq!(
+        f.registry(Viewer, Method::GET, &format!("/schemas/ids/{id2}/versions"), None).await.body,
+        json!([
+            { "subject": "Orders", "version": 1 },
+            { "subject": "orders-value", "version": 2 },
+            { "subject": "orders-x", "version": 1 },
+            { "subject": "orders_y", "version": 1 }
+        ])
+    );
+
+    // Levels set at once for a subject without one: each is answered, one stands (PostgreSQL
+    // once failed all but one on the unique key, with 500).
+    let set = |level: &'static str| {
+        f.registry(Dev, Method::PUT, "/config/race-value", Some(json!({ "compatibility": level })))
+    };
+    let answers =
+        tokio::join!(set("FULL"), set("NONE"), set("FORWARD"), set("FULL"), set("NONE"), set("FORWARD"));
+    for answer in [&answers.0, &answers.1, &answers.2, &answers.3, &answers.4, &answers.5] {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let level = f.registry(Viewer, Method::GET, "/config/race-value", None).await;
+    assert!(["FULL", "NONE", "FORWARD"].contains(&level.body["compatibilityLevel"].as_str().unwrap()));
+
     // A deleted team takes its registry along: a new team of that name starts bare.
     let (status, _) =
         f.call(Caller::PlatformAdmin, Method::POST, "/api/v1/teams", Some(json!({ "name": "temp" }))).await;
@@ -489,4 +563,94 @@ async fn registry_sqlite() {
 #[tokio::test]
 async fn registry_postgres() {
     registry(Db::Postgres).await;
+}
+
+/// A union of records `T0` to `T{n}`, each `T{k}` with two optional fields of `T{k-1}`;
+/// `T0` has `extra` for fields. (Written as a union, the chain stays shallow as JSON.)
+fn record_chain(n: usize, extra: &str) -> String {
+    let mut records = vec![format!(r#"{{"type": "record", "name": "T0", "fields": [{extra}]}}"#)];
+    for k in 1..=n {
+        let field = |name: &str| format!(r#"{{"name": "{name}", "type": ["null", "T{}"]}}"#, k - 1);
+        records.push(format!(
+            r#"{{"type": "record", "name": "T{k}", "fields": [{}, {}]}}"#,
+            field("a"),
+            field("b")
+        ));
+    }
+    format!("[{}]", records.join(", "))
+}
+
+/// Schemas crafted to exhaust the server: each is answered, and the server goes on serving.
+#[tokio::test]
+async fn crafted_schemas_cannot_take_the_server_down() {
+    use Caller::{Developer as Dev, Viewer};
+    let f = Fixture::new(Db::Sqlite).await;
+
+    // A record default that holds its own record once recursed until the stack overflowed,
+    // aborting the process, on lookup (viewer), registration and compatibility checks alike.
+    let own = r#"{"type":"record","name":"R","fields":[{"name":"next","type":"R","default":{}}]}"#;
+    assert_error(&f.registry(Viewer, Method::POST, "/subjects/x", Some(avro(own))).await, 40401, "'x'");
+    let registered = f.registry(Dev, Method::POST, "/subjects/x/versions", Some(avro(own))).await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.body);
+    let answer =
+        f.registry(Viewer, Method::POST, "/compatibility/subjects/x/versions/latest", Some(avro(own))).await;
+    assert_eq!(answer.body, json!({ "is_compatible": true }));
+
+    // Nesting beyond the limit is refused with where.
+    let mut deep = String::from("\"int\"");
+    for _ in 0..101 {
+        deep = format!(r#"{{"type": "array", "items": {deep}}}"#);
+    }
+    let refused = f.registry(Dev, Method::POST, "/subjects/deep/versions", Some(avro(&deep))).await;
+    assert_error(&refused, 42201, "nests types more than 100 levels deep");
+
+    // Unions of records referring to records: 2^40 comparisons before verdicts were kept.
+    let chain =
+        f.registry(Dev, Method::POST, "/subjects/chain/versions", Some(avro(&record_chain(40, "")))).await;
+    assert_eq!(chain.status, StatusCode::OK, "{}", chain.body);
+    let needs_x = record_chain(40, r#"{"name": "x", "type": "int"}"#);
+    let answer = f
+        .registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/chain/versions/latest?verbose=true",
+            Some(avro(&needs_x)),
+        )
+        .await;
+    assert_eq!(answer.body["is_compatible"], false, "{}", answer.body);
+    assert!(answer.body["messages"][0].as_str().unwrap().contains("record \"T0\""), "{}", answer.body);
+    let answer = f
+        .registry(
+            Viewer,
+            Method::POST,
+            "/compatibility/subjects/chain/versions/1",
+            Some(avro(&record_chain(40, ""))),
+        )
+        .await;
+    assert_eq!(answer.body, json!({ "is_compatible": true }));
+    f.drop_database().await;
+}
+
+/// A registration that loses every race for a version number is a store error (50001, retry),
+/// not 409, which Confluent clients read as "incompatible". PostgreSQL is made to lose every
+/// race by a trigger raising a unique violation on each insert of a version.
+#[tokio::test]
+async fn registration_losing_every_race_is_a_store_error_not_a_conflict() {
+    let f = Fixture::new(Db::Postgres).await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", f.database.as_deref().unwrap());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION lose_every_race() RETURNS trigger AS $$ BEGIN \
+         RAISE unique_violation USING MESSAGE = 'lost a race (test trigger)'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER lose_every_race BEFORE INSERT ON registry_versions \
+         FOR EACH ROW EXECUTE FUNCTION lose_every_race()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let answer =
+        f.registry(Caller::Developer, Method::POST, "/subjects/busy/versions", Some(avro(ORDER_V1))).await;
+    assert_error(&answer, 50001, "is being changed by others at the same moment");
+    assert!(answer.body["message"].as_str().unwrap().contains("try again"), "{}", answer.body);
+    f.drop_database().await;
 }

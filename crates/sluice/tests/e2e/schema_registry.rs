@@ -93,7 +93,32 @@ fn confluents_python_client_works_against_the_built_in_registry() {
     let step = |name: &str| -> &Value {
         steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no step {name} in\n{stdout}"))
     };
-    assert_eq!(step("done")["step"], "done");
+    // Every step ran, in order, to the end (a step the script skipped or added shows here).
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        names,
+        [
+            "types",
+            "avro_frame",
+            "avro_roundtrip",
+            "avro_v1",
+            "avro_v2",
+            "avro_evolved_read",
+            "avro_idempotent",
+            "avro_incompatible",
+            "set_compatibility",
+            "get_compatibility",
+            "test_compatibility",
+            "json_roundtrip",
+            "json_v1",
+            "json_v2",
+            "json_incompatible",
+            "subjects",
+            "done"
+        ],
+        "{stdout}"
+    );
+    assert_eq!(step("types")["types"], json!(["AVRO", "JSON"]));
 
     // Avro: registration by the serializer, a byte-exact frame, and a round trip.
     let v1 = step("avro_v1");

@@ -62,7 +62,7 @@ def main():
         return SchemaRegistryClient({"url": url, "basic.auth.user.info": f"x:{token}"})
 
     client = fresh()
-    out("types", types=client.get_schema_types() if hasattr(client, "get_schema_types") else None)
+    out("types", types=client.get_schema_types())
 
     # Avro: AvroSerializer registers orders-value itself (auto.register.schemas is on by default).
     context = SerializationContext("orders", MessageField.VALUE)

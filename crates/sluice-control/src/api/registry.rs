@@ -280,6 +280,20 @@ fn pick(versions: &[RegistryVersion], text: &str, subject: &str) -> RegistryResu
     })
 }
 
+/// Version `text` (a number, `latest` or `-1`) of `subject`, among its deleted versions too
+/// with `include_deleted`; the version text is checked before the subject is looked up.
+async fn version_of(
+    app: &App,
+    team: &str,
+    subject: &str,
+    text: &str,
+    include_deleted: bool,
+) -> RegistryResult<RegistryVersion> {
+    version_number(text)?;
+    let versions = versions_of(app, team, subject, include_deleted).await?;
+    pick(&versions, text, subject)
+}
+
 /// `GET /subjects/{subject}/versions`.
 pub async fn subject_versions(
     State(app): State<App>,
@@ -306,9 +320,7 @@ pub async fn subject_version(
     RegistryPath((team, subject, version)): RegistryPath<(String, String, String)>,
     RegistryQuery(query): RegistryQuery,
 ) -> RegistryResult<Reply> {
-    version_number(&version)?;
-    let versions = versions_of(&app, &team, &subject, flag(&query.deleted)).await?;
-    let found = pick(&versions, &version, &subject)?;
+    let found = version_of(&app, &team, &subject, &version, flag(&query.deleted)).await?;
     Ok(Reply::json(version_body(&app, &team, &subject, &found).await?))
 }
 
@@ -318,9 +330,7 @@ pub async fn subject_version_schema(
     RegistryPath((team, subject, version)): RegistryPath<(String, String, String)>,
     RegistryQuery(query): RegistryQuery,
 ) -> RegistryResult<Reply> {
-    version_number(&version)?;
-    let versions = versions_of(&app, &team, &subject, flag(&query.deleted)).await?;
-    let found = pick(&versions, &version, &subject)?;
+    let found = version_of(&app, &team, &subject, &version, flag(&query.deleted)).await?;
     Ok(Reply(stored(&app, &team, found.schema_id).await?.text))
 }
 

@@ -113,8 +113,14 @@ impl IntoResponse for ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// The database's own message (table, constraint and column names, sometimes values) goes
+    /// to the server log under an incident id; the caller gets the id, not the internals.
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(format!("metadata store: {error}"))
+        let incident = crate::auth::random_hex(4).unwrap_or_else(|_| "unknown".to_owned());
+        tracing::error!(incident, %error, "metadata store error");
+        ApiError::internal(format!(
+            "the metadata store failed (incident {incident}); the server log has the details under that id"
+        ))
     }
 }
 
@@ -186,6 +192,16 @@ impl IntoResponse for RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_errors_reach_callers_as_an_incident_id_not_their_text() {
+        let error = ApiError::from(sqlx::Error::Protocol(
+            "duplicate key value violates unique constraint \"registry_versions_pkey\"".into(),
+        ));
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(error.message.starts_with("the metadata store failed (incident "), "{}", error.message);
+        assert!(!error.message.contains("registry_versions_pkey"), "{}", error.message);
+    }
 
     #[test]
     fn registry_statuses_are_the_codes_first_three_digits() {

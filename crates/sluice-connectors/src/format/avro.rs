@@ -257,8 +257,7 @@ fn avro_reason(error: &str) -> String {
 /// `frame` = the Confluent wire header for [`FRAME_ID`], then `payload`.
 fn frame_into(frame: &mut Vec<u8>, payload: &[u8]) {
     frame.clear();
-    frame.push(0);
-    frame.extend_from_slice(&FRAME_ID.to_be_bytes());
+    super::registry::push_header(FRAME_ID, frame);
     frame.extend_from_slice(payload);
 }
 

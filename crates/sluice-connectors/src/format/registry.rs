@@ -335,11 +335,16 @@ fn check_url(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<(Template,
     }
 }
 
+/// Appends the registry's payload header of schema `id` to `out`.
+pub(crate) fn push_header(id: u32, out: &mut Vec<u8>) {
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+}
+
 /// The registry's payload header of schema `id`, then `payload`, in place.
 pub(crate) fn frame(id: u32, payload: &mut Vec<u8>) {
     let mut framed = Vec::with_capacity(HEADER + payload.len());
-    framed.push(MAGIC);
-    framed.extend_from_slice(&id.to_be_bytes());
+    push_header(id, &mut framed);
     framed.extend_from_slice(payload);
     *payload = framed;
 }

@@ -100,12 +100,18 @@ struct Received {
     headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// How payloads hold records.
+enum Payloads {
+    /// Each is one record of the format (for Avro, of the declared or derived writer schema).
+    Bare(MessageDecoder),
+    /// Each names its writer schema in a schema registry.
+    Registry(Box<RegistryDecoder>),
+}
+
 struct KafkaReader {
     config: Arc<SourceConfig>,
     consumer: BaseConsumer<Context>,
-    decoder: MessageDecoder,
-    /// With a registry: decodes payloads with the schema each names, instead of `decoder`.
-    registry: Option<RegistryDecoder>,
+    decoder: Payloads,
     splits: Vec<Split>,
     /// topic → partition → index into `splits`.
     index: HashMap<String, HashMap<i32, usize>>,
@@ -148,26 +154,30 @@ impl KafkaReader {
         for (i, split) in splits.iter().enumerate() {
             index.entry(split.topic.clone()).or_default().insert(split.partition, i);
         }
-        let registry = match &config.registry {
-            None => None,
-            Some(settings) => {
+        let decoder = match (&config.registry, &config.avro) {
+            (Some(settings), _) => {
                 let subjects: Vec<String> = match (settings.subject(), &config.topics) {
                     (Some(subject), _) => vec![subject.to_owned()],
                     (None, Topics::Named(topics)) => topics.iter().map(|t| settings.subject_for(t)).collect(),
                     (None, Topics::Pattern(_)) => Vec::new(),
                 };
-                Some(RegistryDecoder::open(settings, config.format, config.value_schema.clone(), &subjects)?)
+                Payloads::Registry(Box::new(RegistryDecoder::open(
+                    settings,
+                    config.format,
+                    config.value_schema.clone(),
+                    &subjects,
+                )?))
             }
+            (None, Some(codec)) => Payloads::Bare(
+                MessageDecoder::avro(codec.clone(), config.value_schema.clone(), false)
+                    .map_err(Error::user)?,
+            ),
+            (None, None) => Payloads::Bare(MessageDecoder::new(config.format, config.value_schema.clone())),
         };
         let wants_key = config.columns.contains(&Column::Key);
         let wants_headers = config.columns.iter().any(|c| matches!(c, Column::Headers | Column::Header(_)));
         Ok(Self {
-            decoder: match &config.avro {
-                Some(codec) => MessageDecoder::avro(codec.clone(), config.value_schema.clone(), false)
-                    .map_err(Error::user)?,
-                None => MessageDecoder::new(config.format, config.value_schema.clone()),
-            },
-            registry,
+            decoder,
             received: splits.iter().map(|_| Vec::new()).collect(),
             config,
             consumer,
@@ -307,9 +317,9 @@ impl KafkaReader {
             let raw = message.payload.clone().unwrap_or_default();
             dead_letters.report(DeadLetter { position: position(message.offset), raw, reason })
         };
-        let (values, rows) = match &mut self.registry {
-            Some(registry) => registry.decode(&payloads, &mut bad)?,
-            None => self.decoder.decode(&payloads, &mut bad)?,
+        let (values, rows) = match &mut self.decoder {
+            Payloads::Registry(registry) => registry.decode(&payloads, &mut bad)?,
+            Payloads::Bare(decoder) => decoder.decode(&payloads, &mut bad)?,
         };
         if rows.is_empty() {
             return Ok(None);

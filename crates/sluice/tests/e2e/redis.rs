@@ -15,6 +15,18 @@ use super::*;
 /// The variable the specs read the URL from.
 const URL_ENV: &str = "SLUICE_TEST_REDIS_URL";
 
+/// The `sources` of the specs that read the orders of `write_orders`.
+const ORDERS_SOURCE: &str = "sources:
+  - name: orders
+    connector: file
+    options: {path: orders.jsonl}
+    schema:
+      - {name: id, type: int64, nullable: true}
+      - {name: user_id, type: int64}
+      - {name: page, type: string}
+      - {name: amount, type: float64}
+";
+
 /// An order: id (NULL for a poison record), user, page, amount.
 type Order = (Option<i64>, i64, &'static str, f64);
 
@@ -43,16 +55,7 @@ fn sinks_spec(prefix: &str) -> String {
         r#"
 name: redis-sinks
 epoch_ms: 50
-sources:
-  - name: orders
-    connector: file
-    options: {{path: orders.jsonl}}
-    schema:
-      - {{name: id, type: int64, nullable: true}}
-      - {{name: user_id, type: int64}}
-      - {{name: page, type: string}}
-      - {{name: amount, type: float64}}
-processors:
+{ORDERS_SOURCE}processors:
   - name: totals
     inputs: [orders]
     sql: SELECT user_id, COUNT(*) AS orders, SUM(amount) AS spent FROM orders GROUP BY user_id
@@ -189,16 +192,7 @@ fn a_sql_lookup_join_enriches_orders_from_redis_hashes_and_json_values() {
     let spec = format!(
         r#"
 name: redis-lookups
-sources:
-  - name: orders
-    connector: file
-    options: {{path: orders.jsonl}}
-    schema:
-      - {{name: id, type: int64, nullable: true}}
-      - {{name: user_id, type: int64}}
-      - {{name: page, type: string}}
-      - {{name: amount, type: float64}}
-lookups:
+{ORDERS_SOURCE}lookups:
   - name: users
     connector: redis
     options: {{url_env: {URL_ENV}, mode: hash, key: "{prefix}user:{{id}}", cache: {{ttl: 1m}}}}

@@ -116,16 +116,8 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
     assert_success(&run(dir.path(), &spec(&brokers, &body), &token), "the registry pipeline");
 
     // Confluent's deserializers read what the sinks wrote, with the schemas they registered.
-    let written: String = ["enriched", "enriched-json"]
-        .iter()
-        .flat_map(|topic| {
-            broker.consume_all(topic).into_iter().map(move |record| {
-                let payload: String = record.payload.unwrap().iter().map(|b| format!("{b:02x}")).collect();
-                json!({"topic": topic, "hex": payload}).to_string() + "\n"
-            })
-        })
-        .collect();
-    let read = clients(&python, &["consume", &url, &token], &written);
+    let read =
+        clients(&python, &["consume", &url, &token], &written(&broker, &["enriched", "enriched-json"]));
     let values = |topic: &str| -> Vec<Value> {
         read.iter().filter(|r| r["topic"] == topic).map(|r| r["value"].clone()).collect()
     };
@@ -214,15 +206,7 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
     );
     let dir = tempfile::tempdir().unwrap();
     assert_success(&run(dir.path(), &spec(&brokers, &evolved), &token), "the pipeline with an added column");
-    let written: String = broker
-        .consume_all("enriched")
-        .into_iter()
-        .map(|record| {
-            let payload: String = record.payload.unwrap().iter().map(|b| format!("{b:02x}")).collect();
-            json!({"topic": "enriched", "hex": payload}).to_string() + "\n"
-        })
-        .collect();
-    let read = clients(&python, &["consume", &url, &token], &written);
+    let read = clients(&python, &["consume", &url, &token], &written(&broker, &["enriched"]));
     let mut versions: Vec<u64> = read.iter().map(|r| r["schema_id"].as_u64().unwrap()).collect();
     versions.dedup();
     assert_eq!(versions.len(), 2, "the first run's schema, then the evolved one: {versions:?}");
@@ -251,6 +235,18 @@ fn confluent_serializers_feed_a_pipeline_and_read_its_output_through_a_sluice_re
         "{stderr}"
     );
     drop(server);
+}
+
+/// Every payload of `topics`, as the clients script's `consume` reads them.
+fn written(broker: &Tansu, topics: &[&str]) -> String {
+    let mut lines = String::new();
+    for topic in topics {
+        for record in broker.consume_all(topic) {
+            let payload: String = record.payload.unwrap().iter().map(|b| format!("{b:02x}")).collect();
+            lines += &(json!({"topic": topic, "hex": payload}).to_string() + "\n");
+        }
+    }
+    lines
 }
 
 fn hex(text: &str) -> Vec<u8> {
